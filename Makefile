@@ -1,0 +1,37 @@
+# Two entry points: `make serve` (the embedded stack on the tiny default model) and `make test`.
+# Both create .venv and install the project once; a second run only checks timestamps.
+
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+REPO     := model_repository
+TINY     := .imagegen/checkpoints/flux-schnell-tiny
+EXPORTED := $(REPO)/flux-schnell_transformer/1/model.onnx
+
+.PHONY: serve test check model clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# The tiny default model: built from a fixed seed, exported next to the reviewed configs in git.
+$(EXPORTED): $(STAMP) $(wildcard export/*.py)
+	$(BIN)/imagegen tiny --family flux-schnell --out $(TINY) --seed 0
+	$(BIN)/imagegen export --checkpoint $(TINY) --name flux-schnell --repository $(REPO)
+
+model: $(EXPORTED)
+
+serve: $(EXPORTED)
+	$(BIN)/imagegen serve
+
+check: $(STAMP)
+	$(BIN)/ruff format --check frontend export backends tests
+	$(BIN)/ruff check frontend export backends tests
+
+test: check
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .imagegen $(REPO)/*/[0-9]*/

@@ -1,0 +1,125 @@
+"""Python-based Triton backend named ``onnxruntime``.
+
+Production serves the model repository with Triton's native ONNX Runtime backend; the embedded
+server (no native backend in the nvidia-pytriton wheel) serves the same repository with this shim,
+so a config saying ``backend: "onnxruntime"`` or ``platform: "onnxruntime_onnx"`` works in both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+# ONNX Runtime type strings -> numpy dtypes, to cast inputs to what the session expects.
+_ORT_TO_NUMPY: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": np.object_,
+}
+
+# Requests whose inputs share (name, shape without the batch dimension) can run as one batch.
+_GroupKey = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+class TritonPythonModel:
+    """Runs one ONNX model with an ONNX Runtime CPU session, batching what Triton's batcher queued."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        filename = config.get("default_model_filename") or "model.onnx"
+        path = Path(args["model_repository"]) / args["model_version"] / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model file not found: {path}")
+        options = ort.SessionOptions()
+        threads = config.get("parameters", {}).get("intra_op_thread_count", {}).get("string_value")
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        # Loading from the path (not bytes) lets ORT find external data files next to the model.
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input_types = {i.name: _ORT_TO_NUMPY[i.type] for i in self._session.get_inputs()}
+        self._input_names = [i["name"] for i in config["input"]]
+        self._outputs = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}
+        session_outputs = {o.name for o in self._session.get_outputs()}
+        unknown = (set(self._input_names) - set(self._input_types)) | (set(self._outputs) - session_outputs)
+        if unknown:
+            raise ValueError(f"config names {sorted(unknown)} are not inputs/outputs of {path}")
+        self._batched = config.get("max_batch_size", 0) > 0
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        groups: dict[_GroupKey | int, list[int]] = {}
+        for index, request in enumerate(requests):
+            # Without batching every request runs alone: its index is its own group.
+            key = self._group_key(request) if self._batched else index
+            groups.setdefault(key, []).append(index)
+        for indices in groups.values():
+            batch = [requests[i] for i in indices]
+            try:
+                results = self._run(batch)
+            except Exception as exc:
+                # One bad request must not fail its neighbours: retry them one by one.
+                results = [self._run_alone(r) for r in batch] if len(batch) > 1 else [_error(exc)]
+            for i, response in zip(indices, results, strict=True):
+                responses[i] = response
+        return responses
+
+    def _group_key(self, request: Any) -> _GroupKey:
+        tensors = ((name, pb_utils.get_input_tensor_by_name(request, name)) for name in self._input_names)
+        return tuple((name, tuple(t.shape()[1:])) for name, t in tensors if t is not None)
+
+    def _run_alone(self, request: Any) -> Any:
+        try:
+            return self._run([request])[0]
+        except Exception as exc:
+            return _error(exc)
+
+    def _run(self, requests: list[Any]) -> list[Any]:
+        """Run requests of identical per-sample shapes as one session call and split the outputs."""
+        feeds: dict[str, npt.NDArray[Any]] = {}
+        for name in self._input_names:
+            arrays = [pb_utils.get_input_tensor_by_name(r, name) for r in requests]
+            if arrays[0] is None:
+                continue
+            parts = [a.as_numpy() for a in arrays]
+            joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            feeds[name] = joined.astype(self._input_types[name], copy=False)
+        names = list(self._outputs)
+        values = self._session.run(names, feeds)
+        if not self._batched:
+            return [self._response(requests[0], dict(zip(names, values, strict=True)))]
+        sizes = [pb_utils.get_input_tensor_by_name(r, next(iter(feeds))).shape()[0] for r in requests]
+        offsets = np.cumsum(sizes)[:-1]
+        split: list[dict[str, npt.NDArray[Any]]] = [{} for _ in requests]
+        for name, value in zip(names, values, strict=True):
+            if value.shape[0] != sum(sizes):
+                raise ValueError(f"output {name!r} has batch {value.shape[0]}, expected {sum(sizes)}")
+            for per_request, part in zip(split, np.split(value, offsets), strict=True):
+                per_request[name] = part
+        return [self._response(r, outputs) for r, outputs in zip(requests, split, strict=True)]
+
+    def _response(self, request: Any, outputs: dict[str, npt.NDArray[Any]]) -> Any:
+        wanted = request.requested_output_names() or outputs.keys()
+        tensors = [
+            pb_utils.Tensor(name, np.ascontiguousarray(outputs[name], dtype=self._outputs[name])) for name in wanted
+        ]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+
+def _error(exc: Exception) -> Any:
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))

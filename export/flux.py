@@ -1,0 +1,159 @@
+"""FLUX.1 [schnell|dev]: the components to export and the torch wrappers that give them Triton-friendly signatures.
+
+The wrappers fix what Triton's batching needs: every input carries the batch axis (the per-sample
+`timestep`, the image position ids repeated per sample) and the VAE decoder takes the
+transformer's latent space as is, folding the checkpoint's scaling and shift factors into the graph
+so the frontend never hard-codes them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, FluxTransformer2DModel
+from transformers import CLIPTextModel, T5EncoderModel
+
+from export.components import BATCH, Component, TensorSpec
+
+FAMILY = "flux"
+CLIP_MAX_TOKENS = 77
+T5_MAX_TOKENS = {False: 256, True: 512}
+"""Prompt length for T5 by `guidance_embeds`: schnell is distilled at 256 tokens, dev at 512
+(Black Forest Labs' reference settings)."""
+DEFAULT_STEPS = {False: 4, True: 28}
+DEFAULT_GUIDANCE = {False: 0.0, True: 3.5}
+
+
+class ClipPooled(torch.nn.Module):
+    def __init__(self, encoder: CLIPTextModel) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids, output_hidden_states=False).pooler_output
+
+
+class T5Hidden(torch.nn.Module):
+    def __init__(self, encoder: T5EncoderModel) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids, output_hidden_states=False)[0]
+
+
+class FluxDenoiser(torch.nn.Module):
+    """Per-sample timestep (and guidance) of shape (B, 1); img_ids batched but identical per sample."""
+
+    def __init__(self, transformer: FluxTransformer2DModel) -> None:
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        pooled_projections: torch.Tensor,
+        timestep: torch.Tensor,
+        img_ids: torch.Tensor,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        # FluxPipeline passes txt_ids = zeros(text_tokens, 3) and img_ids without a batch axis.
+        txt_ids = torch.zeros(encoder_hidden_states.shape[1], 3, dtype=img_ids.dtype)
+        return self.transformer(
+            hidden_states=hidden_states,
+            encoder_hidden_states=encoder_hidden_states,
+            pooled_projections=pooled_projections,
+            timestep=timestep.reshape(-1),
+            img_ids=img_ids[0],
+            txt_ids=txt_ids,
+            guidance=None if guidance is None else guidance.reshape(-1),
+            return_dict=False,
+        )[0]
+
+
+class FluxVaeDecoder(torch.nn.Module):
+    """Unscaled latents in, RGB in [0, 1] out (FluxPipeline's decode and postprocess, in the graph)."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.vae = vae
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.shift_factor = float(vae.config.shift_factor or 0.0)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        latent = latent / self.scaling_factor + self.shift_factor
+        image = self.vae.decode(latent, return_dict=False)[0]
+        return (image / 2 + 0.5).clamp(0, 1)
+
+
+def load_modules(checkpoint: Path) -> dict[str, torch.nn.Module]:
+    """Component name -> wrapped module, loaded in float32 from a diffusers FLUX folder."""
+    transformer = FluxTransformer2DModel.from_pretrained(checkpoint, subfolder="transformer", torch_dtype=torch.float32)
+    return {
+        "text_encoder": ClipPooled(CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder")),
+        "text_encoder_2": T5Hidden(T5EncoderModel.from_pretrained(checkpoint, subfolder="text_encoder_2")),
+        "transformer": FluxDenoiser(transformer),
+        "vae_decoder": FluxVaeDecoder(AutoencoderKL.from_pretrained(checkpoint, subfolder="vae")),
+    }
+
+
+def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...], dict[str, Any]]:
+    """The components' tensor contracts and the pipeline metadata the frontend reads from Triton."""
+    clip = modules["text_encoder"].encoder.config
+    t5 = modules["text_encoder_2"].encoder.config
+    transformer = modules["transformer"].transformer.config
+    vae = modules["vae_decoder"].vae.config
+    guidance = bool(transformer.guidance_embeds)
+    channels = int(transformer.in_channels)
+    denoiser_inputs = [
+        TensorSpec("hidden_states", "FP32", (BATCH, "image_tokens", channels)),
+        TensorSpec("encoder_hidden_states", "FP32", (BATCH, "text_tokens", transformer.joint_attention_dim)),
+        TensorSpec("pooled_projections", "FP32", (BATCH, transformer.pooled_projection_dim)),
+        TensorSpec("timestep", "FP32", (BATCH, 1)),
+        TensorSpec("img_ids", "FP32", (BATCH, "image_tokens", 3)),
+    ]
+    if guidance:
+        denoiser_inputs.append(TensorSpec("guidance", "FP32", (BATCH, 1)))
+    components = (
+        Component(
+            name="text_encoder",
+            subfolder="text_encoder",
+            inputs=(TensorSpec("input_ids", "INT64", (BATCH, "clip_tokens")),),
+            outputs=(TensorSpec("pooled_embeds", "FP32", (BATCH, clip.hidden_size)),),
+            sample_sizes={BATCH: 2, "clip_tokens": CLIP_MAX_TOKENS},
+        ),
+        Component(
+            name="text_encoder_2",
+            subfolder="text_encoder_2",
+            inputs=(TensorSpec("input_ids", "INT64", (BATCH, "t5_tokens")),),
+            outputs=(TensorSpec("prompt_embeds", "FP32", (BATCH, "t5_tokens", t5.d_model)),),
+            sample_sizes={BATCH: 2, "t5_tokens": 32},
+        ),
+        Component(
+            name="transformer",
+            subfolder="transformer",
+            inputs=tuple(denoiser_inputs),
+            outputs=(TensorSpec("noise_pred", "FP32", (BATCH, "image_tokens", channels)),),
+            sample_sizes={BATCH: 2, "image_tokens": 64, "text_tokens": 32},
+        ),
+        Component(
+            name="vae_decoder",
+            subfolder="vae",
+            inputs=(TensorSpec("latent", "FP32", (BATCH, vae.latent_channels, "latent_height", "latent_width")),),
+            outputs=(TensorSpec("image", "FP32", (BATCH, 3, "height", "width")),),
+            sample_sizes={BATCH: 2, "latent_height": 16, "latent_width": 16},
+        ),
+    )
+    metadata = {
+        "family": FAMILY,
+        "latent_channels": int(vae.latent_channels),
+        "vae_scale_factor": 2 ** (len(vae.block_out_channels) - 1),
+        "guidance_embeds": guidance,
+        "default_steps": DEFAULT_STEPS[guidance],
+        "default_guidance": DEFAULT_GUIDANCE[guidance],
+        "text_encoders": {"text_encoder": CLIP_MAX_TOKENS, "text_encoder_2": T5_MAX_TOKENS[guidance]},
+    }
+    return components, metadata

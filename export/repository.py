@@ -1,0 +1,76 @@
+"""Write the Triton model repository: one model per component, `config.pbtxt` derived from its description.
+
+Configs are complete (inputs, outputs, batching) because Triton's auto-complete costs about a
+second per model at load and cannot see through the Python-based backends used locally.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from export.components import Component, TensorSpec
+
+PIPELINE_PARAMETER = "imagegen.pipeline"
+"""Config parameter of the denoiser holding the pipeline metadata (JSON) the frontend reads through
+Triton's model-config API, so deploying a model to Triton is all an operator does."""
+
+ONNX_BACKEND = "onnxruntime"
+TOKENIZER_BACKEND = "tokenizer"
+TRITON_TYPES = {"FP32": pb.TYPE_FP32, "INT64": pb.TYPE_INT64, "STRING": pb.TYPE_STRING}
+
+
+def model_name(pipeline: str, component: str) -> str:
+    return f"{pipeline}_{component}"
+
+
+def onnx_model_config(
+    pipeline: str, component: Component, parameters: Mapping[str, str] | None = None
+) -> pb.ModelConfig:
+    config = pb.ModelConfig(
+        name=model_name(pipeline, component.name),
+        backend=ONNX_BACKEND,
+        max_batch_size=component.max_batch_size,
+        default_model_filename="model.onnx",
+    )
+    _add_tensors(config.input, component.inputs)
+    _add_tensors(config.output, component.outputs)
+    if component.dynamic_batching:
+        config.dynamic_batching.SetInParent()
+    for key, value in (parameters or {}).items():
+        config.parameters[key].string_value = value
+    return config
+
+
+def tokenizer_model_config(pipeline: str, encoders: Mapping[str, int]) -> pb.ModelConfig:
+    """The tokenizer model: one prompt in, fixed-length ids out for each text encoder."""
+    config = pb.ModelConfig(name=model_name(pipeline, "tokenizer"), backend=TOKENIZER_BACKEND, max_batch_size=16)
+    _add_tensors(config.input, (TensorSpec("prompt", "STRING", ("batch", 1)),))
+    _add_tensors(
+        config.output,
+        tuple(TensorSpec(f"{name}_input_ids", "INT64", ("batch", length)) for name, length in encoders.items()),
+    )
+    config.dynamic_batching.SetInParent()
+    config.parameters["encoders"].string_value = json.dumps(list(encoders))
+    return config
+
+
+def pipeline_parameters(metadata: Mapping[str, Any]) -> dict[str, str]:
+    return {PIPELINE_PARAMETER: json.dumps(metadata, sort_keys=True)}
+
+
+def write_config(repository: Path, config: pb.ModelConfig) -> Path:
+    folder = repository / config.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return folder
+
+
+def _add_tensors(field: Any, specs: tuple[TensorSpec, ...]) -> None:
+    for spec in specs:
+        field.add(name=spec.name, data_type=TRITON_TYPES[spec.dtype], dims=spec.triton_dims())

@@ -1,0 +1,273 @@
+"""Tiny, randomly initialised checkpoints with the real diffusers folder layout.
+
+They let the export and serving paths be exercised end to end (tests, CI, CPU-only
+machines) without downloading gigabytes of weights: every component has the real
+class and wiring, only the sizes are shrunk. Everything is built offline and is
+reproducible from a seed.
+"""
+
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+)
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5EncoderModel,
+)
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+logger = logging.getLogger(__name__)
+
+# Fixed corpus the tokenizer vocabularies are derived from: prompt-like words so that
+# typical test prompts split into a few whole-word tokens instead of single bytes.
+CORPUS = (
+    "a photo of a red fox sitting in the snow at sunset, a cat and a dog on the grass, "
+    "an astronaut riding a horse on the moon, portrait of an old man with a beard, "
+    "a bowl of fruit on a wooden table, a city street at night in the rain, "
+    "a castle on a hill under a blue sky with white clouds, oil painting of a sailing ship, "
+    "high quality, detailed, realistic, digital art, watercolor, black and white"
+)
+CLIP_NUM_MERGES = 256
+CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+CLIP_MAX_LENGTH = 77
+T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"
+T5_MAX_LENGTH = 512
+T5_SPACE = "\u2581"
+T5_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-()/"
+# Unigram log-probabilities: whole words must beat spelling them out char by char.
+T5_CHAR_SCORE, T5_WORD_SCORE = -10.0, -5.0
+
+TEXT_HIDDEN = 32
+TEXT_LAYERS = 2
+TEXT_HEADS = 2
+TEXT_INTERMEDIATE = 37
+T5_D_KV = 16
+FLUX_HEAD_DIM = 16
+FLUX_HEADS = 2
+FLUX_ROPE_AXES = (4, 4, 8)  # must sum to FLUX_HEAD_DIM
+FLUX_PACKED_CHANNELS = 64  # 16 latent channels packed 2x2
+VAE_LATENT_CHANNELS = 16
+VAE_BLOCK_CHANNELS = (8, 8, 16, 16)  # four blocks keep the real 8x downsampling
+VAE_NORM_GROUPS = 4
+# The real FLUX VAE latent statistics, so latent normalisation code paths see real values.
+VAE_SCALING_FACTOR = 0.3611
+VAE_SHIFT_FACTOR = 0.1159
+
+
+def corpus_words() -> list[str]:
+    """Words as CLIP's pre-tokenizer sees them: lowercase runs of letters."""
+    return "".join(c if c.isalpha() else " " for c in CORPUS.lower()).split()
+
+
+def learn_bpe_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
+    """Classic BPE; ties broken lexicographically so the merges never depend on hashing."""
+    byte_map = bytes_to_unicode()
+    symbols: Counter[tuple[str, ...]] = Counter()
+    for word in words:
+        chars = [byte_map[b] for b in word.encode("utf-8")]
+        symbols[tuple(chars[:-1]) + (chars[-1] + "</w>",)] += 1
+    merges: list[tuple[str, str]] = []
+    for _ in range(num_merges):
+        pairs: Counter[tuple[str, str]] = Counter()
+        for symbol_seq, count in symbols.items():
+            for pair in itertools.pairwise(symbol_seq):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        symbols = Counter({merge_pair(seq, best): count for seq, count in symbols.items()})
+    return merges
+
+
+def merge_pair(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    """Replace every occurrence of `pair` in `word`, left to right, by its concatenation."""
+    merged: list[str] = []
+    i = 0
+    while i < len(word):
+        if word[i : i + 2] == pair:
+            merged.append(pair[0] + pair[1])
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    return tuple(merged)
+
+
+def build_clip_tokenizer() -> CLIPTokenizer:
+    """Vocabulary laid out like OpenAI CLIP's: bytes, bytes + `</w>`, merges, then specials."""
+    byte_symbols = list(bytes_to_unicode().values())
+    merges = learn_bpe_merges(corpus_words(), CLIP_NUM_MERGES)
+    tokens = byte_symbols + [s + "</w>" for s in byte_symbols] + [a + b for a, b in merges]
+    tokens = list(dict.fromkeys(tokens)) + [CLIP_BOS, CLIP_EOS]  # two merges can spell one token
+    return CLIPTokenizer(
+        vocab={token: i for i, token in enumerate(tokens)},
+        merges=merges,  # tuples: tokenizers' BPE rejects the "a b" strings the annotation suggests
+        model_max_length=CLIP_MAX_LENGTH,
+    )
+
+
+def build_t5_tokenizer() -> PreTrainedTokenizerFast:
+    """SentencePiece-style Unigram with T5's special ids (`<pad>`=0, `</s>`=1, `<unk>`=2)."""
+    words = sorted(set(corpus_words()))
+    pieces = [(T5_PAD, 0.0), (T5_EOS, 0.0), (T5_UNK, 0.0), (T5_SPACE, T5_CHAR_SCORE)]
+    pieces += [(c, T5_CHAR_SCORE) for c in T5_CHARS]
+    pieces += [(T5_SPACE + w, T5_WORD_SCORE) for w in words]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Metaspace(replacement=T5_SPACE, prepend_scheme="always", split=True),
+        ]
+    )
+    tokenizer.decoder = decoders.Metaspace(replacement=T5_SPACE, prepend_scheme="always", split=True)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=["$A", T5_EOS], pair=["$A", T5_EOS, "$B", T5_EOS], special_tokens=[(T5_EOS, 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=T5_PAD,
+        eos_token=T5_EOS,
+        unk_token=T5_UNK,
+        model_max_length=T5_MAX_LENGTH,
+    )
+
+
+def build_clip_text_encoder(tokenizer: CLIPTokenizer, seed: int) -> CLIPTextModel:
+    """The pooled output is read at `eos_token_id`, so the ids must come from the tokenizer."""
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=TEXT_INTERMEDIATE,
+        num_hidden_layers=TEXT_LAYERS,
+        num_attention_heads=TEXT_HEADS,
+        max_position_embeddings=CLIP_MAX_LENGTH,
+        projection_dim=TEXT_HIDDEN,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return CLIPTextModel(config)
+
+
+def build_t5_encoder(tokenizer: PreTrainedTokenizerFast, seed: int) -> T5EncoderModel:
+    """T5 v1.1 flavour (gated GELU), as used by FLUX's T5-XXL."""
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=TEXT_HIDDEN,
+        d_kv=T5_D_KV,
+        d_ff=TEXT_INTERMEDIATE,
+        num_layers=TEXT_LAYERS,
+        num_heads=TEXT_HEADS,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    return T5EncoderModel(config)
+
+
+def build_flux_transformer(seed: int, guidance_embeds: bool) -> FluxTransformer2DModel:
+    """Text widths match the tiny encoders: T5 hidden states and CLIP's pooled output."""
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=FLUX_PACKED_CHANNELS,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=FLUX_HEAD_DIM,
+        num_attention_heads=FLUX_HEADS,
+        joint_attention_dim=TEXT_HIDDEN,
+        pooled_projection_dim=TEXT_HIDDEN,
+        axes_dims_rope=FLUX_ROPE_AXES,
+        guidance_embeds=guidance_embeds,
+    )
+
+
+def build_flux_vae(seed: int) -> AutoencoderKL:
+    """16-channel latents without quant convs, like the FLUX.1 autoencoder.
+
+    The mid-block self-attention is left out: at 1024x1024 it attends over 16,384 latent pixels,
+    which ONNX Runtime on a CPU computes as a full 16k x 16k matrix (4 s of a 5 s request here),
+    while every other part of the architecture stays as real checkpoints have it.
+    """
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(VAE_BLOCK_CHANNELS),
+        up_block_types=("UpDecoderBlock2D",) * len(VAE_BLOCK_CHANNELS),
+        block_out_channels=VAE_BLOCK_CHANNELS,
+        layers_per_block=1,
+        latent_channels=VAE_LATENT_CHANNELS,
+        norm_num_groups=VAE_NORM_GROUPS,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        mid_block_add_attention=False,
+        scaling_factor=VAE_SCALING_FACTOR,
+        shift_factor=VAE_SHIFT_FACTOR,
+    )
+
+
+def build_flux_schnell(seed: int) -> FluxPipeline:
+    """FLUX.1-schnell: timestep-distilled, so no guidance embedding and no timestep shift."""
+    tokenizer = build_clip_tokenizer()
+    tokenizer_2 = build_t5_tokenizer()
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=1.0,
+        use_dynamic_shifting=False,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    return FluxPipeline(
+        scheduler=scheduler,
+        text_encoder=build_clip_text_encoder(tokenizer, seed),
+        tokenizer=tokenizer,
+        text_encoder_2=build_t5_encoder(tokenizer_2, seed),
+        tokenizer_2=tokenizer_2,
+        transformer=build_flux_transformer(seed, guidance_embeds=False),
+        vae=build_flux_vae(seed),
+    )
+
+
+def save_bpe_vocab_files(pipeline: DiffusionPipeline, out: Path) -> None:
+    """transformers 5 saves only tokenizer.json; real CLIP folders also carry vocab.json and
+    merges.txt, which older transformers and non-Python tokenizers read."""
+    for name, component in pipeline.components.items():
+        if isinstance(component, CLIPTokenizer):
+            component.backend_tokenizer.model.save(str(out / name))
+
+
+BUILDERS: dict[str, Callable[[int], DiffusionPipeline]] = {"flux-schnell": build_flux_schnell}
+FAMILIES: tuple[str, ...] = tuple(BUILDERS)
+
+
+def build_tiny_checkpoint(family: str, out: Path, seed: int = 0) -> Path:
+    """Write a tiny `family` checkpoint to `out` in diffusers format; same seed, same weight bytes."""
+    if family not in BUILDERS:
+        raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+    with torch.random.fork_rng(devices=[]):  # seeding must not disturb the caller's RNG
+        pipeline = BUILDERS[family](seed)
+    pipeline.save_pretrained(out, safe_serialization=True)
+    save_bpe_vocab_files(pipeline, out)
+    logger.info("wrote tiny %s checkpoint (seed %d) to %s", family, seed, out)
+    return out

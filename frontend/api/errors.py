@@ -1,0 +1,90 @@
+"""The one error family of the API and its one mapping to OpenAI's error envelope.
+
+Every failure a client can see is an `APIError` subclass with its HTTP status, OpenAI error type
+and our documented code; `error_response` is the only place that turns one into a response.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+
+class APIError(Exception):
+    status: ClassVar[int]
+    type: ClassVar[str]
+    code: ClassVar[str]
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+
+class Unauthenticated(APIError):
+    """No credentials, or credentials that match no key."""
+
+    status, type, code = 401, "authentication_error", "AUTH_1001"
+
+
+class MalformedBody(APIError):
+    """The body is not a JSON object (or not JSON at all)."""
+
+    status, type, code = 400, "invalid_request_error", "VALIDATION_4001"
+
+
+class PromptMissing(APIError):
+    status, type, code = 400, "invalid_request_error", "VALIDATION_4002"
+
+
+class InvalidParameter(APIError):
+    """A parameter has the wrong type, is out of its bounds, or is not a parameter of this API."""
+
+    status, type, code = 400, "invalid_request_error", "VALIDATION_4004"
+
+
+class UnsupportedResponseFormat(APIError):
+    """`response_format=url`: images are returned as base64 only, never stored behind a URL."""
+
+    status, type, code = 400, "invalid_request_error", "VALIDATION_4005"
+
+
+class RouteNotFound(APIError):
+    status, type, code = 404, "invalid_request_error", "VALIDATION_4040"
+
+
+class MethodNotAllowed(APIError):
+    status, type, code = 405, "invalid_request_error", "VALIDATION_4050"
+
+
+class ModelNotFound(APIError):
+    status, type, code = 404, "invalid_request_error", "INFERENCE_3001"
+
+
+class InferenceUnavailable(APIError):
+    """Triton cannot be reached or its models are not ready; retrying later can succeed."""
+
+    status, type, code = 503, "server_error", "INFERENCE_3503"
+
+
+class InferenceFailed(APIError):
+    """Triton answered a request with an error."""
+
+    status, type, code = 502, "server_error", "INFERENCE_3502"
+
+
+class InternalError(APIError):
+    status, type, code = 500, "server_error", "SERVER_5000"
+
+
+def error_response(error: APIError) -> JSONResponse:
+    body = {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return error_response(exc)

@@ -1,0 +1,81 @@
+"""Request and response models of `POST /v1/images/generations`, mirroring OpenAI's Images API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from frontend.api.errors import (
+    APIError,
+    InvalidParameter,
+    MalformedBody,
+    PromptMissing,
+    UnsupportedResponseFormat,
+)
+
+MAX_IMAGES = 10
+MAX_SEED = 2**32 - 1
+
+
+class ImageRequest(BaseModel):
+    """The request body; parameters a model does not know are rejected, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    n: int = Field(default=1, ge=1, le=MAX_IMAGES)
+    size: str | None = None
+    width: int | None = Field(default=None, ge=1)
+    height: int | None = Field(default=None, ge=1)
+    quality: Literal["standard", "hd"] = "standard"
+    style: Literal["vivid", "natural"] = "vivid"
+    response_format: Literal["b64_json"] = "b64_json"
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    steps: int | None = Field(default=None, ge=1)
+    user: str | None = Field(default=None, max_length=256)
+
+
+class ImageData(BaseModel):
+    b64_json: str
+    seed: int
+    revised_prompt: str | None = None
+
+
+class ImageResponse(BaseModel):
+    created: int
+    data: list[ImageData]
+    energy_cost: float
+    credits_cost: float
+
+
+def parse_image_request(body: bytes) -> ImageRequest:
+    """Decode and validate a body, raising the API error a client should see for its first problem."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedBody(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise MalformedBody("The request body must be a JSON object.")
+    try:
+        return ImageRequest.model_validate(document)
+    except ValidationError as exc:
+        raise _as_api_error(exc, document) from None
+
+
+def _as_api_error(exc: ValidationError, document: dict[str, Any]) -> APIError:
+    first = exc.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    if param == "prompt" and (first["type"] == "missing" or document.get("prompt") in ("", None)):
+        return PromptMissing("`prompt` is required and must be a non-empty string.", param="prompt")
+    if param == "response_format":
+        return UnsupportedResponseFormat(
+            "Only response_format='b64_json' is supported: images are returned as base64 and never stored, "
+            "so there is no URL to return.",
+            param=param,
+        )
+    if first["type"] == "extra_forbidden":
+        return InvalidParameter(f"Unknown parameter: `{param}`.", param=param)
+    return InvalidParameter(f"Invalid `{param}`: {first['msg']}.", param=param)

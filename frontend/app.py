@@ -1,0 +1,76 @@
+"""The Starlette application: routes, error handling, and the Triton connection's lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from frontend.api.errors import (
+    APIError,
+    InternalError,
+    MethodNotAllowed,
+    RouteNotFound,
+    error_response,
+    handle_api_error,
+)
+from frontend.api.images import create_images
+from frontend.api.models import list_models
+from frontend.catalog import discover
+from frontend.settings import Settings
+from frontend.triton import TritonClient
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """Answers while the process is up; readiness of the models is a separate question."""
+    return JSONResponse({"status": "ok"})
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}."))
+    return error_response(RouteNotFound(f"No route {request.method} {request.url.path}."))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(InternalError("The server failed to process the request."))
+
+
+def create_app(settings: Settings, api_key: str, triton_url: str) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        triton = TritonClient(triton_url)
+        app.state.catalog = await discover(triton, settings.aliases, settings.default_model)
+        try:
+            yield
+        finally:
+            await triton.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/images/generations", create_images, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        exception_handlers={
+            APIError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_key = api_key
+    app.state.started = int(time.time())
+    return app

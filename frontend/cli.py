@@ -1,0 +1,95 @@
+"""The `imagegen` command: build tiny checkpoints, export them to Triton, serve the API."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger("imagegen")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imagegen", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tiny = commands.add_parser("tiny", help="write a tiny, randomly initialised checkpoint in diffusers format")
+    tiny.add_argument("--family", default="flux-schnell")
+    tiny.add_argument("--out", type=Path, required=True)
+    tiny.add_argument("--seed", type=int, default=0)
+
+    export = commands.add_parser("export", help="export a diffusers checkpoint folder into a Triton model repository")
+    export.add_argument("--checkpoint", type=Path, required=True)
+    export.add_argument("--name", required=True, help="public pipeline name, e.g. flux-schnell")
+    export.add_argument("--repository", type=Path, required=True)
+    export.add_argument("--version", type=int, default=1)
+
+    serve = commands.add_parser("serve", help="serve the API (starting an embedded Triton unless --triton-url)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--model-repository", type=Path)
+    serve.add_argument("--triton-url", help="host:port of a running Triton's HTTP endpoint")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    try:
+        if args.command == "tiny":
+            from export.tiny import build_tiny_checkpoint
+
+            build_tiny_checkpoint(args.family, args.out, args.seed)
+        elif args.command == "export":
+            from export.checkpoint import export_checkpoint
+
+            export_checkpoint(args.checkpoint, args.name, args.repository, args.version)
+        else:
+            serve_command(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from frontend.app import create_app
+    from frontend.auth import load_or_create_key
+    from frontend.embedded_triton import EmbeddedTriton
+    from frontend.settings import Settings
+
+    settings = Settings.from_env()
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "model_repository": args.model_repository,
+        "triton_url": args.triton_url,
+    }
+    settings = replace(settings, **{key: value for key, value in overrides.items() if value is not None})
+    api_key = settings.api_key or load_or_create_key(settings.state_dir)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with the default
+    # handler that would end the process before the `finally` below could stop Triton.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    with contextlib.ExitStack() as stack:
+        triton_url = settings.triton_url
+        if triton_url is None:
+            triton = EmbeddedTriton(
+                settings.model_repository,
+                settings.state_dir,
+                http_port=settings.triton_http_port,
+                metrics_port=settings.triton_metrics_port,
+            )
+            triton_url = stack.enter_context(triton).url
+        app = create_app(settings, api_key, triton_url)
+        print(f"Serving http://{settings.host}:{settings.port}/v1  API key: {api_key}", file=sys.stderr, flush=True)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)

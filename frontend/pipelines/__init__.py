@@ -1,0 +1,1 @@
+"""Pipeline families: the denoising loops that call Triton, one module per family."""

@@ -1,0 +1,135 @@
+"""POST /v1/images/generations end to end: the real openai client, frontend and tritonserver."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from openai import OpenAI
+from PIL import Image
+
+from frontend.pipelines.flux import initial_latents
+from tests.harness import API_KEY, Server
+
+PROMPT = "A Hanseatic trading ship entering Lübeck harbor at dawn, painted in oils"
+TOLERANCE = 2  # per channel, out of 255
+
+
+def decode(b64: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
+
+
+def generate(server: Server, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/images/generations",
+        json=body,
+        headers={"Authorization": f"Bearer {API_KEY}"} if headers is None else headers,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), [(256, 256), (384, 256)])
+def test_served_image_matches_diffusers(server: Server, diffusers_pipeline: Any, width: int, height: int) -> None:
+    seed, steps = 7, 4
+    response = generate(server, {"prompt": PROMPT, "width": width, "height": height, "seed": seed, "n": 2})
+    assert response.status_code == 200, response.text
+    expected = diffusers_pipeline(
+        prompt=PROMPT,
+        width=width,
+        height=height,
+        num_inference_steps=steps,
+        guidance_scale=0.0,
+        max_sequence_length=256,
+        num_images_per_prompt=2,
+        latents=torch.from_numpy(initial_latents([seed, seed + 1], height, width)),
+        output_type="np",
+    ).images
+    for item, reference in zip(response.json()["data"], expected, strict=True):
+        served = np.asarray(decode(item["b64_json"]), dtype=np.int16)
+        assert served.shape == (height, width, 3)
+        assert np.abs(served - (reference * 255).round().astype(np.int16)).max() <= TOLERANCE
+
+
+def test_spec_python_example_writes_a_1024_png(server: Server, tmp_path: Path) -> None:
+    client = OpenAI(api_key=API_KEY, base_url=server.base_url)
+    response = client.images.generate(
+        model="flux-schnell",
+        prompt=PROMPT,
+        n=1,
+        size="1024x1024",
+    )
+    ship = tmp_path / "ship.png"
+    ship.write_bytes(base64.b64decode(response.data[0].b64_json or ""))
+    with Image.open(ship) as image:
+        assert (image.format, image.size, image.mode) == ("PNG", (1024, 1024), "RGB")
+
+
+def test_spec_curl_example_writes_a_png(server: Server, tmp_path: Path) -> None:
+    body = json.dumps({"model": "flux-schnell", "prompt": PROMPT, "n": 1, "size": "1024x1024"})
+    command = ["curl", "-sS", f"{server.base_url}/images/generations", "-H", f"Authorization: Bearer {API_KEY}"]
+    command += ["-H", "Content-Type: application/json", "-d", body]
+    output = subprocess.run(command, check=True, capture_output=True).stdout
+    assert decode(json.loads(output)["data"][0]["b64_json"]).size == (1024, 1024)
+
+
+def test_default_model_is_the_dall_e_3_alias(server: Server) -> None:
+    client = OpenAI(api_key=API_KEY, base_url=server.base_url)
+    response = client.images.generate(prompt="a lighthouse", size="256x256")
+    assert decode(response.data[0].b64_json or "").size == (256, 256)
+
+
+def test_n3_gives_three_different_images(server: Server) -> None:
+    response = generate(server, {"prompt": "a red fox", "size": "256x256", "n": 3})
+    images = [item["b64_json"] for item in response.json()["data"]]
+    assert len(set(images)) == 3
+
+
+def test_same_seed_gives_identical_png(server: Server) -> None:
+    body = {"prompt": "a red fox", "size": "256x256", "seed": 1234}
+    first, second = (generate(server, body).json()["data"][0] for _ in range(2))
+    assert first["b64_json"] == second["b64_json"]
+    assert first["seed"] == 1234
+
+
+def test_image_i_of_a_batch_is_the_image_of_seed_plus_i(server: Server) -> None:
+    batch = generate(server, {"prompt": "a red fox", "size": "256x256", "seed": 40, "n": 3}).json()["data"]
+    alone = generate(server, {"prompt": "a red fox", "size": "256x256", "seed": 42}).json()["data"][0]
+    assert [item["seed"] for item in batch] == [40, 41, 42]
+    assert batch[2]["b64_json"] == alone["b64_json"]
+
+
+def test_response_has_the_spec_shape(server: Server) -> None:
+    body = generate(server, {"prompt": "a red fox", "size": "256x256"}).json()
+    assert set(body) == {"created", "data", "energy_cost", "credits_cost"}
+    assert body["energy_cost"] > 0
+    assert body["credits_cost"] == 0.0
+    assert "revised_prompt" not in body["data"][0]
+
+
+def test_width_and_height_give_a_free_size(server: Server) -> None:
+    body = generate(server, {"prompt": "a red fox", "width": 512, "height": 320}).json()
+    assert decode(body["data"][0]["b64_json"]).size == (512, 320)
+
+
+def test_key_is_accepted_as_x_api_key(server: Server) -> None:
+    response = generate(server, {"prompt": "a red fox", "size": "256x256"}, headers={"x-api-key": API_KEY})
+    assert response.status_code == 200
+
+
+def test_models_lists_public_ids(server: Server) -> None:
+    client = OpenAI(api_key=API_KEY, base_url=server.base_url)
+    assert {model.id for model in client.models.list()} == {"flux-schnell", "dall-e-3"}
+
+
+def test_healthz_answers(server: Server) -> None:
+    assert httpx.get(f"{server.root}/healthz").json() == {"status": "ok"}

@@ -1,0 +1,77 @@
+"""Start and stop the real `imagegen serve` over a socket, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+API_KEY = "sk-test-imagegen"
+STARTUP_TIMEOUT = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    state_dir: Path
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_server(repository: Path, state_dir: Path, api_key: str = API_KEY) -> Server:
+    """`imagegen serve` as a user runs it, with an embedded Triton on free ports."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "IMAGEGEN_HOME": str(state_dir),
+        "IMAGEGEN_API_KEY": api_key,
+        "IMAGEGEN_TRITON_HTTP_PORT": "0",
+        "IMAGEGEN_TRITON_METRICS_PORT": "0",
+        "PORT": str(port),
+    }
+    log = state_dir / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "imagegen"), "serve", "--model-repository", str(repository)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, port, state_dir, log)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"imagegen serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.root}/healthz", timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"imagegen serve did not answer within {STARTUP_TIMEOUT} s:\n{log.read_text()[-4000:]}")
+
+
+def stop_server(server: Server) -> int:
+    server.process.send_signal(signal.SIGTERM)
+    return server.process.wait(timeout=60)
