@@ -7,6 +7,7 @@ STAMP    := $(VENV)/.installed
 REPO     := model_repository
 TINY     := .imagegen/checkpoints/flux-schnell-tiny
 EXPORTED := $(REPO)/flux-schnell_transformer/1/model.onnx
+NODE_SDK := tests/e2e/node/node_modules/.package-lock.json
 
 .PHONY: serve test check model clean
 
@@ -30,7 +31,11 @@ check: $(STAMP)
 	$(BIN)/ruff format --check frontend export backends tests
 	$(BIN)/ruff check frontend export backends tests
 
-test: check
+# The official Node SDK, for the spec's Node example.
+$(NODE_SDK): tests/e2e/node/package-lock.json
+	npm ci --prefix tests/e2e/node --no-audit --no-fund --silent
+
+test: check $(NODE_SDK)
 	$(BIN)/pytest
 
 clean:

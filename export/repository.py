@@ -42,6 +42,7 @@ def onnx_model_config(
     _add_tensors(config.output, component.outputs)
     if component.dynamic_batching:
         config.dynamic_batching.SetInParent()
+    _single_instance(config)
     for key, value in (parameters or {}).items():
         config.parameters[key].string_value = value
     return config
@@ -56,6 +57,7 @@ def tokenizer_model_config(pipeline: str, encoders: Mapping[str, int]) -> pb.Mod
         tuple(TensorSpec(f"{name}_input_ids", "INT64", ("batch", length)) for name, length in encoders.items()),
     )
     config.dynamic_batching.SetInParent()
+    _single_instance(config)
     config.parameters["encoders"].string_value = json.dumps(list(encoders))
     return config
 
@@ -74,3 +76,9 @@ def write_config(repository: Path, config: pb.ModelConfig) -> Path:
 def _add_tensors(field: Any, specs: tuple[TensorSpec, ...]) -> None:
     for spec in specs:
         field.add(name=spec.name, data_type=TRITON_TYPES[spec.dtype], dims=spec.triton_dims())
+
+
+def _single_instance(config: pb.ModelConfig) -> None:
+    """One instance, kind left to Triton: without it a CPU host gets two (weights loaded twice), and
+    naming KIND_GPU fails where there is no GPU, while Triton picks the GPU by itself where there is."""
+    config.instance_group.add(count=1)

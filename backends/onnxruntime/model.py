@@ -16,7 +16,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-# ONNX Runtime type strings -> numpy dtypes, to cast inputs to what the session expects.
+# ONNX Runtime type strings -> numpy dtypes, to compare the model with its config.
 _ORT_TO_NUMPY: dict[str, Any] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -52,13 +52,9 @@ class TritonPythonModel:
             options.intra_op_num_threads = int(threads)
         # Loading from the path (not bytes) lets ORT find external data files next to the model.
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._input_types = {i.name: _ORT_TO_NUMPY[i.type] for i in self._session.get_inputs()}
         self._input_names = [i["name"] for i in config["input"]]
-        self._outputs = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}
-        session_outputs = {o.name for o in self._session.get_outputs()}
-        unknown = (set(self._input_names) - set(self._input_types)) | (set(self._outputs) - session_outputs)
-        if unknown:
-            raise ValueError(f"config names {sorted(unknown)} are not inputs/outputs of {path}")
+        self._output_names = [o["name"] for o in config["output"]]
+        _check_types(config, self._session, path)
         self._batched = config.get("max_batch_size", 0) > 0
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -98,8 +94,8 @@ class TritonPythonModel:
                 continue
             parts = [a.as_numpy() for a in arrays]
             joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            feeds[name] = joined.astype(self._input_types[name], copy=False)
-        names = list(self._outputs)
+            feeds[name] = joined
+        names = self._output_names
         values = self._session.run(names, feeds)
         if not self._batched:
             return [self._response(requests[0], dict(zip(names, values, strict=True)))]
@@ -115,11 +111,22 @@ class TritonPythonModel:
 
     def _response(self, request: Any, outputs: dict[str, npt.NDArray[Any]]) -> Any:
         wanted = request.requested_output_names() or outputs.keys()
-        tensors = [
-            pb_utils.Tensor(name, np.ascontiguousarray(outputs[name], dtype=self._outputs[name])) for name in wanted
-        ]
+        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(outputs[name])) for name in wanted]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
 
 def _error(exc: Exception) -> Any:
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))
+
+
+def _check_types(config: dict[str, Any], session: ort.InferenceSession, path: Path) -> None:
+    """Refuse a config whose tensor names or data types differ from the model's, as the native
+    backend does at load: a repository that loads here then loads in production too."""
+    model = {t.name: t.type for t in [*session.get_inputs(), *session.get_outputs()]}
+    for tensor in [*config["input"], *config["output"]]:
+        name, data_type = tensor["name"], tensor["data_type"]
+        if name not in model:
+            raise ValueError(f"{name!r} is not an input or output of {path}")
+        expected = _ORT_TO_NUMPY.get(model[name])
+        if expected is None or np.dtype(pb_utils.triton_string_to_numpy(data_type)) != np.dtype(expected):
+            raise ValueError(f"{name!r} is {data_type} in the config but {model[name]} in {path}")

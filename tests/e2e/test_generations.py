@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,11 @@ def test_models_lists_public_ids(server: Server) -> None:
 
 def test_healthz_answers(server: Server) -> None:
     assert httpx.get(f"{server.root}/healthz").json() == {"status": "ok"}
+
+
+def test_spec_node_example_writes_a_1024_png(server: Server, tmp_path: Path) -> None:
+    example = Path(__file__).parent / "node" / "spec_example.mjs"
+    env = {**os.environ, "IMAGEGEN_API_KEY": API_KEY, "IMAGEGEN_BASE_URL": server.base_url}
+    subprocess.run(["node", str(example), str(tmp_path / "ship.png")], check=True, env=env, timeout=120)
+    with Image.open(tmp_path / "ship.png") as image:
+        assert (image.format, image.size) == ("PNG", (1024, 1024))
