@@ -44,3 +44,18 @@ def test_same_seed_gives_identical_weights(tmp_path: Path) -> None:
 def test_unknown_family_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown model family"):
         build_tiny_checkpoint("dalle-9", tmp_path)
+
+
+def test_large_models_keep_weights_in_external_data(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real FLUX transformer is over protobuf's 2 GB: the same path must write and load external data."""
+    from export import flux, onnx
+
+    modules = flux.load_modules(tiny_checkpoint)
+    components, _ = flux.describe(modules)
+    vae = next(component for component in components if component.name == "vae_decoder")
+    monkeypatch.setattr(onnx, "PROTOBUF_LIMIT_BYTES", 0)
+    error = onnx.export_onnx(modules["vae_decoder"], vae, tmp_path / "1" / "model.onnx")
+    assert (tmp_path / "1" / "model.onnx.data").stat().st_size > (tmp_path / "1" / "model.onnx").stat().st_size
+    assert error < 1e-4
