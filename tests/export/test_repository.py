@@ -57,5 +57,5 @@ def test_large_models_keep_weights_in_external_data(
     vae = next(component for component in components if component.name == "vae_decoder")
     monkeypatch.setattr(onnx, "PROTOBUF_LIMIT_BYTES", 0)
     error = onnx.export_onnx(modules["vae_decoder"], vae, tmp_path / "1" / "model.onnx")
-    assert (tmp_path / "1" / "model.onnx.data").stat().st_size > (tmp_path / "1" / "model.onnx").stat().st_size
+    assert (tmp_path / "1" / "model.onnx.data").stat().st_size > 100_000
     assert error < 1e-4
