@@ -1,9 +1,7 @@
 """FLUX.1 [schnell|dev]: the components to export and the torch wrappers that give them Triton-friendly signatures.
 
 The wrappers fix what Triton's batching needs: every input carries the batch axis (the per-sample
-`timestep`, the image position ids repeated per sample) and the VAE decoder takes the
-transformer's latent space as is, folding the checkpoint's scaling and shift factors into the graph
-so the frontend never hard-codes them.
+`timestep`, the image position ids repeated per sample).
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from diffusers import AutoencoderKL, FluxTransformer2DModel
 from transformers import CLIPTextModel, T5EncoderModel
 
 from export.components import BATCH, Component, TensorSpec
+from export.vae import VaeDecoder
 
 FAMILY = "flux"
 CLIP_MAX_TOKENS = 77
@@ -74,21 +73,6 @@ class FluxDenoiser(torch.nn.Module):
         )[0]
 
 
-class FluxVaeDecoder(torch.nn.Module):
-    """Unscaled latents in, RGB in [0, 1] out (FluxPipeline's decode and postprocess, in the graph)."""
-
-    def __init__(self, vae: AutoencoderKL) -> None:
-        super().__init__()
-        self.vae = vae
-        self.scaling_factor = float(vae.config.scaling_factor)
-        self.shift_factor = float(vae.config.shift_factor or 0.0)
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        latent = latent / self.scaling_factor + self.shift_factor
-        image = self.vae.decode(latent, return_dict=False)[0]
-        return (image / 2 + 0.5).clamp(0, 1)
-
-
 def load_modules(checkpoint: Path) -> dict[str, torch.nn.Module]:
     """Component name -> wrapped module, loaded in float32 from a diffusers FLUX folder."""
     transformer = FluxTransformer2DModel.from_pretrained(checkpoint, subfolder="transformer", torch_dtype=torch.float32)
@@ -96,7 +80,7 @@ def load_modules(checkpoint: Path) -> dict[str, torch.nn.Module]:
         "text_encoder": ClipPooled(CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder")),
         "text_encoder_2": T5Hidden(T5EncoderModel.from_pretrained(checkpoint, subfolder="text_encoder_2")),
         "transformer": FluxDenoiser(transformer),
-        "vae_decoder": FluxVaeDecoder(AutoencoderKL.from_pretrained(checkpoint, subfolder="vae")),
+        "vae_decoder": VaeDecoder(AutoencoderKL.from_pretrained(checkpoint, subfolder="vae")),
     }
 
 

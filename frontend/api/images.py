@@ -42,7 +42,12 @@ def resolve_job(request: ImageRequest, limits: Limits) -> GenerationJob:
     if steps > limits.max_steps:
         raise InvalidParameter(f"`steps` must be between 1 and {limits.max_steps} for this model.", param="steps")
     return GenerationJob(
-        prompt=request.prompt, width=width, height=height, steps=steps, seeds=image_seeds(request.seed, request.n)
+        prompt=request.prompt,
+        width=width,
+        height=height,
+        steps=steps,
+        seeds=image_seeds(request.seed, request.n),
+        guidance=limits.default_guidance,
     )
 
 

@@ -21,7 +21,7 @@ async def list_models(request: Request) -> JSONResponse:
             "created": state.started,
             "owned_by": "imagegen",
             "pipeline": catalog.resolve(public_id).name,
-            "limits": asdict(catalog.resolve(public_id).limits),
+            "limits": {**asdict(limits := catalog.resolve(public_id).limits), "parameters": sorted(limits.parameters)},
         }
         for public_id in catalog.public_ids()
     ]

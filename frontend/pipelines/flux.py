@@ -66,7 +66,6 @@ class FluxPipeline:
     latent_channels: int
     vae_scale_factor: int
     guidance_embeds: bool
-    default_guidance: float
     text_encoders: Mapping[str, int]
     limits: Limits
 
@@ -79,7 +78,6 @@ class FluxPipeline:
             latent_channels=int(metadata["latent_channels"]),
             vae_scale_factor=int(metadata["vae_scale_factor"]),
             guidance_embeds=bool(metadata["guidance_embeds"]),
-            default_guidance=float(metadata["default_guidance"]),
             text_encoders=dict(metadata["text_encoders"]),
             limits=Limits(
                 sizes=SIZES,
@@ -89,6 +87,11 @@ class FluxPipeline:
                 side_multiple=int(metadata["vae_scale_factor"]) * PACKING,
                 default_steps=int(metadata["default_steps"]),
                 max_steps=100,
+                default_guidance=float(metadata["default_guidance"]),
+                max_guidance=20.0,
+                parameters=frozenset(
+                    {"steps", "width", "height", *(["guidance"] if metadata["guidance_embeds"] else [])}
+                ),
             ),
         )
 
@@ -141,7 +144,7 @@ class FluxPipeline:
             "img_ids": np.ascontiguousarray(np.broadcast_to(ids, (n, *ids.shape))),
         }
         if self.guidance_embeds:
-            inputs["guidance"] = np.full((n, 1), self.default_guidance, dtype=np.float32)
+            inputs["guidance"] = np.full((n, 1), job.guidance, dtype=np.float32)
         for index, timestep in enumerate(timesteps):
             # FluxPipeline passes timestep / 1000; the transformer scales it back inside.
             inputs["timestep"] = np.full((n, 1), timestep / np.float32(1000), dtype=np.float32)

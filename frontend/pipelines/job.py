@@ -15,7 +15,13 @@ class GenerationJob:
     width: int
     height: int
     steps: int
-    seeds: list[int]  # one per image
+    seeds: list[int]  # one per image; image i's initial noise comes from seeds[i]
+    guidance: float
+    negative_prompt: str | None = None
+    init_image: np.ndarray | None = None
+    """img2img: float32 RGB in [0, 1], shape (3, height, width), already resized to the job's size."""
+    strength: float = 1.0
+    """img2img: the share of the schedule run from the noised input image (1.0: text-to-image)."""
 
 
 @dataclass(frozen=True)
@@ -35,3 +41,7 @@ class Limits:
     side_multiple: int
     default_steps: int
     max_steps: int
+    default_guidance: float
+    max_guidance: float
+    parameters: frozenset[str]
+    """The model-specific request parameters this model uses (e.g. "guidance", "negative_prompt")."""
