@@ -5,8 +5,10 @@ VENV     := .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 REPO     := model_repository
-TINY     := .imagegen/checkpoints/flux-schnell-tiny
+TINY     := .imagegen/checkpoints
+TINY_MODELS := flux-schnell flux-dev sdxl
 EXPORTED := $(REPO)/flux-schnell_transformer/1/model.onnx
+SAFETY   := $(REPO)/image_safety/1/model.onnx
 NODE_SDK := tests/e2e/node/node_modules/.package-lock.json
 
 .PHONY: serve test check model clean
@@ -19,12 +21,18 @@ $(STAMP): pyproject.toml
 
 # The tiny default model: built from a fixed seed, exported next to the reviewed configs in git.
 $(EXPORTED): $(STAMP) $(wildcard export/*.py)
-	$(BIN)/imagegen tiny --family flux-schnell --out $(TINY) --seed 0
-	$(BIN)/imagegen export --checkpoint $(TINY) --name flux-schnell --repository $(REPO)
+	for model in $(TINY_MODELS); do \
+	  $(BIN)/imagegen tiny --family $$model --out $(TINY)/$$model --seed 0 && \
+	  $(BIN)/imagegen export --checkpoint $(TINY)/$$model --name $$model --repository $(REPO) || exit 1; \
+	done
 
-model: $(EXPORTED)
+# The image-safety slot: a placeholder classifier with the real contract (export/safety.py).
+$(SAFETY): $(STAMP) export/safety.py
+	$(BIN)/imagegen safety-model --repository $(REPO)
 
-serve: $(EXPORTED)
+model: $(EXPORTED) $(SAFETY)
+
+serve: $(EXPORTED) $(SAFETY)
 	$(BIN)/imagegen serve
 
 check: $(STAMP)

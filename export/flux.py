@@ -14,7 +14,7 @@ from diffusers import AutoencoderKL, FluxTransformer2DModel
 from transformers import CLIPTextModel, T5EncoderModel
 
 from export.components import BATCH, Component, TensorSpec
-from export.vae import VaeDecoder
+from export.vae import VaeDecoder, VaeEncoder, vae_components
 
 FAMILY = "flux"
 CLIP_MAX_TOKENS = 77
@@ -22,6 +22,8 @@ T5_MAX_TOKENS = {False: 256, True: 512}
 """Prompt length for T5 by `guidance_embeds`: schnell is distilled at 256 tokens, dev at 512
 (Black Forest Labs' reference settings)."""
 DEFAULT_STEPS = {False: 4, True: 28}
+DENOISER_MAX_BATCH = 32
+"""Ten images with true CFG make a batch of 20; concurrent requests may add to it."""
 DEFAULT_GUIDANCE = {False: 0.0, True: 3.5}
 
 
@@ -76,11 +78,13 @@ class FluxDenoiser(torch.nn.Module):
 def load_modules(checkpoint: Path) -> dict[str, torch.nn.Module]:
     """Component name -> wrapped module, loaded in float32 from a diffusers FLUX folder."""
     transformer = FluxTransformer2DModel.from_pretrained(checkpoint, subfolder="transformer", torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(checkpoint, subfolder="vae")
     return {
         "text_encoder": ClipPooled(CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder")),
         "text_encoder_2": T5Hidden(T5EncoderModel.from_pretrained(checkpoint, subfolder="text_encoder_2")),
         "transformer": FluxDenoiser(transformer),
-        "vae_decoder": VaeDecoder(AutoencoderKL.from_pretrained(checkpoint, subfolder="vae")),
+        "vae_decoder": VaeDecoder(vae),
+        "vae_encoder": VaeEncoder(vae),
     }
 
 
@@ -122,14 +126,9 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
             inputs=tuple(denoiser_inputs),
             outputs=(TensorSpec("noise_pred", "FP32", (BATCH, "image_tokens", channels)),),
             sample_sizes={BATCH: 2, "image_tokens": 64, "text_tokens": 32},
+            max_batch_size=DENOISER_MAX_BATCH,
         ),
-        Component(
-            name="vae_decoder",
-            subfolder="vae",
-            inputs=(TensorSpec("latent", "FP32", (BATCH, vae.latent_channels, "latent_height", "latent_width")),),
-            outputs=(TensorSpec("image", "FP32", (BATCH, 3, "height", "width")),),
-            sample_sizes={BATCH: 2, "latent_height": 16, "latent_width": 16},
-        ),
+        *vae_components(vae.latent_channels),
     )
     metadata = {
         "family": FAMILY,

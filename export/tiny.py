@@ -6,6 +6,7 @@ class and wiring, only the sizes are shrunk. Everything is built offline and is
 reproducible from a seed.
 """
 
+import functools
 import itertools
 import logging
 from collections import Counter
@@ -16,14 +17,18 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DiffusionPipeline,
+    EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
 )
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
+    CLIPTextModelWithProjection,
     CLIPTokenizer,
     PreTrainedTokenizerFast,
     T5Config,
@@ -44,6 +49,7 @@ CORPUS = (
 )
 CLIP_NUM_MERGES = 256
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+CLIP_BANG = "!"  # SDXL's tokenizer_2 pads with it (id 0 in OpenCLIP's vocabulary, as in ours)
 CLIP_MAX_LENGTH = 77
 T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"
 T5_MAX_LENGTH = 512
@@ -61,12 +67,19 @@ FLUX_HEAD_DIM = 16
 FLUX_HEADS = 2
 FLUX_ROPE_AXES = (4, 4, 8)  # must sum to FLUX_HEAD_DIM
 FLUX_PACKED_CHANNELS = 64  # 16 latent channels packed 2x2
-VAE_LATENT_CHANNELS = 16
 VAE_BLOCK_CHANNELS = (8, 8, 16, 16)  # four blocks keep the real 8x downsampling
 VAE_NORM_GROUPS = 4
-# The real FLUX VAE latent statistics, so latent normalisation code paths see real values.
-VAE_SCALING_FACTOR = 0.3611
-VAE_SHIFT_FACTOR = 0.1159
+# The real VAE latent statistics, so latent normalisation code paths see real values.
+FLUX_VAE_LATENT_CHANNELS = 16
+FLUX_VAE_SCALING_FACTOR = 0.3611
+FLUX_VAE_SHIFT_FACTOR = 0.1159
+SDXL_VAE_LATENT_CHANNELS = 4
+SDXL_VAE_SCALING_FACTOR = 0.13025
+SDXL_UNET_CHANNELS = (32, 64)  # a plain down block, then one with cross attention, as SDXL's first two
+SDXL_UNET_HEADS = 1  # one head of 64 channels: SDXL's head width
+SDXL_UNET_NORM_GROUPS = 8
+SDXL_TIME_EMBED_DIM = 8  # addition_time_embed_dim (256 in SDXL)
+SDXL_TIME_IDS = 6  # original size, crop top-left, target size: (h, w) each
 
 
 def corpus_words() -> list[str]:
@@ -109,7 +122,7 @@ def merge_pair(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
     return tuple(merged)
 
 
-def build_clip_tokenizer() -> CLIPTokenizer:
+def build_clip_tokenizer(pad_token: str = CLIP_EOS) -> CLIPTokenizer:
     """Vocabulary laid out like OpenAI CLIP's: bytes, bytes + `</w>`, merges, then specials."""
     byte_symbols = list(bytes_to_unicode().values())
     merges = learn_bpe_merges(corpus_words(), CLIP_NUM_MERGES)
@@ -119,6 +132,7 @@ def build_clip_tokenizer() -> CLIPTokenizer:
         vocab={token: i for i, token in enumerate(tokens)},
         merges=merges,  # tuples: tokenizers' BPE rejects the "a b" strings the annotation suggests
         model_max_length=CLIP_MAX_LENGTH,
+        pad_token=pad_token,
     )
 
 
@@ -148,9 +162,9 @@ def build_t5_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_clip_text_encoder(tokenizer: CLIPTokenizer, seed: int) -> CLIPTextModel:
+def clip_text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
     """The pooled output is read at `eos_token_id`, so the ids must come from the tokenizer."""
-    config = CLIPTextConfig(
+    return CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN,
         intermediate_size=TEXT_INTERMEDIATE,
@@ -162,8 +176,11 @@ def build_clip_text_encoder(tokenizer: CLIPTokenizer, seed: int) -> CLIPTextMode
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def build_clip_text_encoder(tokenizer: CLIPTokenizer, seed: int) -> CLIPTextModel:
     torch.manual_seed(seed)
-    return CLIPTextModel(config)
+    return CLIPTextModel(clip_text_config(tokenizer))
 
 
 def build_t5_encoder(tokenizer: PreTrainedTokenizerFast, seed: int) -> T5EncoderModel:
@@ -200,8 +217,10 @@ def build_flux_transformer(seed: int, guidance_embeds: bool) -> FluxTransformer2
     )
 
 
-def build_flux_vae(seed: int) -> AutoencoderKL:
-    """16-channel latents without quant convs, like the FLUX.1 autoencoder.
+def build_vae(
+    seed: int, latent_channels: int, quant_convs: bool, scaling_factor: float, shift_factor: float | None = None
+) -> AutoencoderKL:
+    """Four blocks of few channels, so the real 8x downsampling.
 
     The mid-block self-attention is left out: at 1024x1024 it attends over 16,384 latent pixels,
     which ONNX Runtime on a CPU computes as a full 16k x 16k matrix (4 s of a 5 s request here),
@@ -215,24 +234,25 @@ def build_flux_vae(seed: int) -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * len(VAE_BLOCK_CHANNELS),
         block_out_channels=VAE_BLOCK_CHANNELS,
         layers_per_block=1,
-        latent_channels=VAE_LATENT_CHANNELS,
+        latent_channels=latent_channels,
         norm_num_groups=VAE_NORM_GROUPS,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
+        use_quant_conv=quant_convs,
+        use_post_quant_conv=quant_convs,
         mid_block_add_attention=False,
-        scaling_factor=VAE_SCALING_FACTOR,
-        shift_factor=VAE_SHIFT_FACTOR,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
     )
 
 
-def build_flux_schnell(seed: int) -> FluxPipeline:
-    """FLUX.1-schnell: timestep-distilled, so no guidance embedding and no timestep shift."""
+def build_flux(seed: int, dev: bool) -> FluxPipeline:
+    """FLUX.1-schnell is timestep-distilled: no guidance embedding and no timestep shift. FLUX.1-dev
+    embeds the guidance scale and shifts its schedule with the image size (its scheduler config)."""
     tokenizer = build_clip_tokenizer()
     tokenizer_2 = build_t5_tokenizer()
     scheduler = FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000,
-        shift=1.0,
-        use_dynamic_shifting=False,
+        shift=3.0 if dev else 1.0,
+        use_dynamic_shifting=dev,
         base_shift=0.5,
         max_shift=1.15,
         base_image_seq_len=256,
@@ -244,8 +264,75 @@ def build_flux_schnell(seed: int) -> FluxPipeline:
         tokenizer=tokenizer,
         text_encoder_2=build_t5_encoder(tokenizer_2, seed),
         tokenizer_2=tokenizer_2,
-        transformer=build_flux_transformer(seed, guidance_embeds=False),
-        vae=build_flux_vae(seed),
+        transformer=build_flux_transformer(seed, guidance_embeds=dev),
+        # FLUX.1's autoencoder: 16 channels, shifted latents, no quant convs.
+        vae=build_vae(
+            seed,
+            FLUX_VAE_LATENT_CHANNELS,
+            quant_convs=False,
+            scaling_factor=FLUX_VAE_SCALING_FACTOR,
+            shift_factor=FLUX_VAE_SHIFT_FACTOR,
+        ),
+    )
+
+
+def build_sdxl_unet(seed: int) -> UNet2DConditionModel:
+    """SDXL's UNet wiring: "text_time" added conditioning (text_encoder_2's projected pooled output and the
+    six size/crop ids), cross attention over both encoders' hidden states side by side, linear projections.
+
+    Two levels instead of SDXL's three keep 1024x1024 cheap on a CPU, where self-attention over the
+    4,096 latent pixels of the second level dominates; image sides are then multiples of 16, not 32.
+    """
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=128,  # 1024 / 8, as SDXL's
+        in_channels=SDXL_VAE_LATENT_CHANNELS,
+        out_channels=SDXL_VAE_LATENT_CHANNELS,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=SDXL_UNET_CHANNELS,
+        layers_per_block=1,
+        transformer_layers_per_block=1,
+        attention_head_dim=SDXL_UNET_HEADS,  # diffusers reads this legacy name as the number of heads
+        norm_num_groups=SDXL_UNET_NORM_GROUPS,
+        cross_attention_dim=2 * TEXT_HIDDEN,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=SDXL_TIME_EMBED_DIM,
+        projection_class_embeddings_input_dim=TEXT_HIDDEN + SDXL_TIME_IDS * SDXL_TIME_EMBED_DIM,
+    )
+
+
+def build_sdxl(seed: int) -> StableDiffusionXLPipeline:
+    """SDXL base: the real scheduler config and pipeline options, tiny models.
+
+    text_encoder_2 is seeded apart: both encoders share a config here, and equal weights would hide
+    a pipeline that swaps them.
+    """
+    tokenizer = build_clip_tokenizer()
+    tokenizer_2 = build_clip_tokenizer(pad_token=CLIP_BANG)
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(tokenizer_2))
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        interpolation_type="linear",
+        use_karras_sigmas=False,
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+    return StableDiffusionXLPipeline(
+        vae=build_vae(seed, SDXL_VAE_LATENT_CHANNELS, quant_convs=True, scaling_factor=SDXL_VAE_SCALING_FACTOR),
+        text_encoder=build_clip_text_encoder(tokenizer, seed),
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=build_sdxl_unet(seed),
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
     )
 
 
@@ -257,7 +344,11 @@ def save_bpe_vocab_files(pipeline: DiffusionPipeline, out: Path) -> None:
             component.backend_tokenizer.model.save(str(out / name))
 
 
-BUILDERS: dict[str, Callable[[int], DiffusionPipeline]] = {"flux-schnell": build_flux_schnell}
+BUILDERS: dict[str, Callable[[int], DiffusionPipeline]] = {
+    "flux-schnell": functools.partial(build_flux, dev=False),
+    "flux-dev": functools.partial(build_flux, dev=True),
+    "sdxl": build_sdxl,
+}
 FAMILIES: tuple[str, ...] = tuple(BUILDERS)
 
 

@@ -1,4 +1,5 @@
-"""VAE wrappers shared by every family: the checkpoint's scaling and shift factors live in the graph.
+"""VAE wrappers and their tensor contracts, shared by every family: the checkpoint's scaling and
+shift factors live in the graph.
 
 The frontend then works in the denoiser's latent space and in RGB [0, 1] only, and never
 hard-codes a family's factors (FLUX: scaling and shift; SDXL: scaling only).
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import torch
 from diffusers import AutoencoderKL
+
+from export.components import BATCH, Component, TensorSpec
 
 
 class VaeDecoder(torch.nn.Module):
@@ -42,3 +45,24 @@ class VaeEncoder(torch.nn.Module):
         distribution = self.vae.encode(image * 2 - 1).latent_dist
         mean = (distribution.mean - self.shift_factor) * self.scaling_factor
         return mean, distribution.std * self.scaling_factor
+
+
+def vae_components(latent_channels: int) -> tuple[Component, Component]:
+    """The `vae_decoder` and `vae_encoder` models, for `VaeDecoder` and `VaeEncoder`."""
+    latent = (BATCH, latent_channels, "latent_height", "latent_width")
+    image = (BATCH, 3, "height", "width")
+    decoder = Component(
+        name="vae_decoder",
+        subfolder="vae",
+        inputs=(TensorSpec("latent", "FP32", latent),),
+        outputs=(TensorSpec("image", "FP32", image),),
+        sample_sizes={BATCH: 2, "latent_height": 16, "latent_width": 16},
+    )
+    encoder = Component(
+        name="vae_encoder",
+        subfolder="vae",
+        inputs=(TensorSpec("image", "FP32", image),),
+        outputs=(TensorSpec("latent_mean", "FP32", latent), TensorSpec("latent_std", "FP32", latent)),
+        sample_sizes={BATCH: 2, "height": 128, "width": 128},
+    )
+    return decoder, encoder

@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from frontend.accounting import Ledger
+from frontend.api.auth import login, logout
 from frontend.api.errors import (
     APIError,
     InternalError,
@@ -23,8 +25,14 @@ from frontend.api.errors import (
 )
 from frontend.api.images import create_images
 from frontend.api.models import list_models
+from frontend.auth.credentials import Authenticator
+from frontend.auth.local_secrets import kept_secret, random_token
+from frontend.auth.sessions import Sessions
 from frontend.catalog import discover
+from frontend.rate_limits import Limits, RateLimiter
+from frontend.safety import SafetyFilter
 from frontend.settings import Settings
+from frontend.store.repository import Store
 from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)
@@ -47,12 +55,13 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(InternalError("The server failed to process the request."))
 
 
-def create_app(settings: Settings, api_key: str, triton_url: str) -> Starlette:
+def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         triton = TritonClient(triton_url)
-        app.state.catalog = await discover(triton, settings.aliases, settings.default_model)
         try:
+            app.state.catalog = await discover(triton, settings.aliases, settings.default_model)
+            app.state.safety = await SafetyFilter.load(settings.prompt_policy, triton, settings.safety_threshold)
             yield
         finally:
             await triton.close()
@@ -61,6 +70,8 @@ def create_app(settings: Settings, api_key: str, triton_url: str) -> Starlette:
         routes=[
             Route("/v1/images/generations", create_images, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/auth/login", login, methods=["POST"]),
+            Route("/v1/auth/logout", logout, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         exception_handlers={
@@ -70,7 +81,10 @@ def create_app(settings: Settings, api_key: str, triton_url: str) -> Starlette:
         },
         lifespan=lifespan,
     )
+    session_secret = settings.session_secret or kept_secret(settings.state_dir / "session_secret", random_token)
     app.state.settings = settings
-    app.state.api_key = api_key
+    app.state.auth = Authenticator(store, Sessions(store, session_secret, settings.session_ttl_seconds))
+    app.state.rate_limits = RateLimiter(Limits(settings.requests_per_minute, settings.concurrent_generations))
+    app.state.ledger = Ledger(store, settings.device_watts)
     app.state.started = int(time.time())
     return app

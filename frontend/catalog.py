@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from frontend.api.errors import ModelNotFound
-from frontend.pipelines import flux
+from frontend.pipelines import flux, sdxl
 from frontend.pipelines.flux import FluxPipeline
+from frontend.pipelines.job import Generation, GenerationJob, Limits
+from frontend.pipelines.sdxl import SDXLPipeline
 from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)
@@ -21,8 +24,24 @@ log = logging.getLogger(__name__)
 PIPELINE_PARAMETER = "imagegen.pipeline"
 """Config parameter (JSON) of a pipeline's denoiser model; the exporter writes it, the catalog reads it."""
 
-Pipeline = FluxPipeline
-FAMILIES = {flux.FAMILY: (flux.DENOISER, FluxPipeline.from_metadata)}
+
+class Pipeline(Protocol):
+    """What the API asks of a family's pipeline."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    async def generate(self, job: GenerationJob) -> Generation: ...
+
+
+FAMILIES: dict[str, tuple[str, Callable[[str, Mapping[str, Any], TritonClient], Pipeline]]] = {
+    flux.FAMILY: (flux.DENOISER, FluxPipeline.from_metadata),
+    sdxl.FAMILY: (sdxl.DENOISER, SDXLPipeline.from_metadata),
+}
+"""Metadata `family` -> (the denoiser component, whose config carries the metadata; the pipeline's builder)."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""The `imagegen` command: build tiny checkpoints, export them to Triton, serve the API."""
+"""The `imagegen` command: build tiny checkpoints, export them to Triton, serve the API, manage keys."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import signal
@@ -11,6 +12,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+
+from frontend import admin
+from frontend.auth.keys import ensure_operator_key, find_key, new_secret
+from frontend.auth.local_secrets import kept_secret
+from frontend.settings import Settings
+from frontend.store.sqlite import SqliteStore
 
 log = logging.getLogger("imagegen")
 
@@ -30,6 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("--repository", type=Path, required=True)
     export.add_argument("--version", type=int, default=1)
 
+    safety = commands.add_parser("safety-model", help="write the image-safety classifier into a model repository")
+    safety.add_argument("--repository", type=Path, required=True)
+    safety.add_argument("--seed", type=int, default=0)
+    safety.add_argument("--version", type=int, default=1)
+
+    admin.add_commands(commands)
+
     serve = commands.add_parser("serve", help="serve the API (starting an embedded Triton unless --triton-url)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -48,6 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from export.checkpoint import export_checkpoint
 
             export_checkpoint(args.checkpoint, args.name, args.repository, args.version)
+        elif args.command == "safety-model":
+            from export.safety import export_safety_model
+
+            export_safety_model(args.repository, args.seed, args.version)
+        elif args.command in admin.COMMANDS:
+            admin.run(args, Settings.from_env())
         else:
             serve_command(args)
     except ValueError as exc:
@@ -60,9 +80,7 @@ def serve_command(args: argparse.Namespace) -> None:
     import uvicorn
 
     from frontend.app import create_app
-    from frontend.auth import load_or_create_key
     from frontend.embedded_triton import EmbeddedTriton
-    from frontend.settings import Settings
 
     settings = Settings.from_env()
     overrides = {
@@ -72,11 +90,13 @@ def serve_command(args: argparse.Namespace) -> None:
         "triton_url": args.triton_url,
     }
     settings = replace(settings, **{key: value for key, value in overrides.items() if value is not None})
-    api_key = settings.api_key or load_or_create_key(settings.state_dir)
+    api_key = settings.api_key or kept_secret(settings.state_dir / "api_key", new_secret)
+    store = asyncio.run(open_store(settings, api_key))
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with the default
     # handler that would end the process before the `finally` below could stop Triton.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with contextlib.ExitStack() as stack:
+        stack.callback(store.close)
         triton_url = settings.triton_url
         if triton_url is None:
             triton = EmbeddedTriton(
@@ -86,9 +106,18 @@ def serve_command(args: argparse.Namespace) -> None:
                 metrics_port=settings.triton_metrics_port,
             )
             triton_url = stack.enter_context(triton).url
-        app = create_app(settings, api_key, triton_url)
+        app = create_app(settings, store, triton_url)
         print(f"Serving http://{settings.host}:{settings.port}/v1  API key: {api_key}", file=sys.stderr, flush=True)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+
+
+async def open_store(settings: Settings, operator_key: str) -> SqliteStore:
+    """The store, migrated, holding the operator's key (every scope, the studio plan)."""
+    store = await SqliteStore.open(settings.store_file)
+    await ensure_operator_key(store, operator_key)
+    if await find_key(store, operator_key) is None:
+        log.warning("the API key printed below has been revoked: `imagegen keys create` makes another")
+    return store
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_PROMPT_POLICY = Path(__file__).with_name("prompt_policy.txt")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -13,7 +15,8 @@ class Settings:
     port: int = 8000
     model_repository: Path = Path("model_repository")
     state_dir: Path = Path(".imagegen")
-    """Runtime state: the generated API key, the embedded Triton's backend folder and log."""
+    """Runtime state: the store, the generated API key and session secret, the embedded Triton's backend
+    folder and log."""
     triton_url: str | None = None
     """host:port of an external Triton's HTTP endpoint; None starts the embedded one."""
     triton_http_port: int = 8001
@@ -24,6 +27,18 @@ class Settings:
     aliases: dict[str, str] = field(default_factory=lambda: {"dall-e-3": "flux-schnell"})
     device_watts: float = 65.0
     """Power drawn while Triton computes, for energy_cost (this default: a desktop CPU package)."""
+    store_path: Path | None = None
+    """The SQLite store of keys, accounts, sessions and the usage ledger; None: `<state_dir>/imagegen.db`."""
+    session_secret: str | None = None
+    """Signs session cookies; None: made once into `<state_dir>/session_secret`. Replicas share one."""
+    session_ttl_seconds: int = 24 * 3600
+    requests_per_minute: int = 60
+    concurrent_generations: int = 4
+    """Per key or account, for plans that set no limits of their own."""
+    safety_threshold: float = 0.5
+    """Images whose `unsafe_score` from the image-safety model reaches this are refused."""
+    prompt_policy: Path = DEFAULT_PROMPT_POLICY
+    """Regular expressions refused in prompts; the default is documented in the file itself."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,4 +53,15 @@ class Settings:
             triton_metrics_port=int(env.get("IMAGEGEN_TRITON_METRICS_PORT", cls.triton_metrics_port)),
             api_key=env.get("IMAGEGEN_API_KEY") or None,
             device_watts=float(env.get("IMAGEGEN_DEVICE_WATTS", cls.device_watts)),
+            store_path=Path(env["IMAGEGEN_STORE"]) if env.get("IMAGEGEN_STORE") else None,
+            session_secret=env.get("IMAGEGEN_SESSION_SECRET") or None,
+            session_ttl_seconds=int(env.get("IMAGEGEN_SESSION_TTL", cls.session_ttl_seconds)),
+            requests_per_minute=int(env.get("IMAGEGEN_REQUESTS_PER_MINUTE", cls.requests_per_minute)),
+            concurrent_generations=int(env.get("IMAGEGEN_CONCURRENT_GENERATIONS", cls.concurrent_generations)),
+            safety_threshold=float(env.get("IMAGEGEN_SAFETY_THRESHOLD", cls.safety_threshold)),
+            prompt_policy=Path(env.get("IMAGEGEN_PROMPT_POLICY", cls.prompt_policy)),
         )
+
+    @property
+    def store_file(self) -> Path:
+        return self.store_path or self.state_dir / "imagegen.db"

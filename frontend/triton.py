@@ -49,6 +49,12 @@ class TritonClient:
             clock.seconds += time.perf_counter() - started
         return {name: result.as_numpy(name) for name in outputs}
 
+    async def model_ready(self, model: str) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(model, headers=IDENTITY))
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise InferenceUnavailable(f"The inference server cannot be reached: {exc}") from None
+
     async def model_configs(self) -> dict[str, dict[str, Any]]:
         """Config of every ready model in the repository, by model name."""
         try:

@@ -1,4 +1,5 @@
-"""Session fixtures: one tiny checkpoint, its export, and the real `imagegen serve` over a socket."""
+"""Session fixtures: tiny checkpoints, one model repository with all of them, and the real
+`imagegen serve` over a socket."""
 
 from __future__ import annotations
 
@@ -8,28 +9,53 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Server, start_server, stop_server
+from tests.harness import TINY_MODELS, Server, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from export.tiny import build_tiny_checkpoint
 
-    return build_tiny_checkpoint("flux-schnell", tmp_path_factory.mktemp("checkpoint") / "flux-schnell", seed=0)
+    folder = tmp_path_factory.mktemp("checkpoints")
+    return {name: build_tiny_checkpoint(name, folder / name, seed=0) for name in TINY_MODELS}
 
 
 @pytest.fixture(scope="session")
-def model_repository(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_checkpoint(checkpoints: dict[str, Path]) -> Path:
+    return checkpoints["flux-schnell"]
+
+
+@pytest.fixture(scope="session")
+def model_repository(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     from export.checkpoint import export_checkpoint
+    from export.safety import export_safety_model
 
     repository = tmp_path_factory.mktemp("model_repository")
-    export_checkpoint(tiny_checkpoint, "flux-schnell", repository)
+    for name, checkpoint in checkpoints.items():
+        export_checkpoint(checkpoint, name, repository)
+    export_safety_model(repository)
     return repository
 
 
 @pytest.fixture(scope="session")
 def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(model_repository, tmp_path_factory.mktemp("state"))
+    # The suite sends far more requests with the operator's key than a person would; the rate-limit
+    # tests use plans with limits of their own.
+    unlimited = {"IMAGEGEN_REQUESTS_PER_MINUTE": "100000", "IMAGEGEN_CONCURRENT_GENERATIONS": "100"}
+    running = start_server(model_repository, tmp_path_factory.mktemp("state"), settings=unlimited)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def strict_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second server whose image-safety threshold refuses every image, whose prompt policy refuses
+    prompts naming a forbidden fruit, and whose browser sessions last one second."""
+    state = tmp_path_factory.mktemp("strict")
+    policy = state / "prompt_policy.txt"
+    policy.write_text("forbidden\\s+fruit\n")
+    settings = {"IMAGEGEN_SAFETY_THRESHOLD": "0", "IMAGEGEN_PROMPT_POLICY": str(policy), "IMAGEGEN_SESSION_TTL": "1"}
+    running = start_server(model_repository, state, settings=settings)
     yield running
     stop_server(running)
 
@@ -39,3 +65,15 @@ def diffusers_pipeline(tiny_checkpoint: Path) -> Any:
     from diffusers import FluxPipeline
 
     return FluxPipeline.from_pretrained(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def sdxl_checkpoint(checkpoints: dict[str, Path]) -> Path:
+    return checkpoints["sdxl"]
+
+
+@pytest.fixture(scope="session")
+def sdxl_diffusers_pipeline(sdxl_checkpoint: Path) -> Any:
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline.from_pretrained(sdxl_checkpoint)

@@ -9,10 +9,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-API_KEY = "sk-test-imagegen"
+API_KEY = "sk-test-imagegen-0123456789abcdef"
+TINY_MODELS = ("flux-schnell", "flux-dev", "sdxl")
+"""Built, exported and served by the session fixtures under their family name (the public model id)."""
 STARTUP_TIMEOUT = 180.0
 
 
@@ -38,8 +41,11 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-def start_server(repository: Path, state_dir: Path, api_key: str = API_KEY) -> Server:
-    """`imagegen serve` as a user runs it, with an embedded Triton on free ports."""
+def start_server(
+    repository: Path, state_dir: Path, api_key: str = API_KEY, settings: Mapping[str, str] | None = None
+) -> Server:
+    """`imagegen serve` as a user runs it, with an embedded Triton on free ports; `settings`: more
+    `IMAGEGEN_*` variables."""
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
@@ -49,6 +55,7 @@ def start_server(repository: Path, state_dir: Path, api_key: str = API_KEY) -> S
         "IMAGEGEN_TRITON_HTTP_PORT": "0",
         "IMAGEGEN_TRITON_METRICS_PORT": "0",
         "PORT": str(port),
+        **(settings or {}),
     }
     log = state_dir / "serve.log"
     with log.open("wb") as output:
@@ -75,3 +82,34 @@ def start_server(repository: Path, state_dir: Path, api_key: str = API_KEY) -> S
 def stop_server(server: Server) -> int:
     server.process.send_signal(signal.SIGTERM)
     return server.process.wait(timeout=60)
+
+
+def imagegen(server: Server, *args: str, stdin: str | None = None) -> str:
+    """`imagegen ARGS` on the server's store, as an operator runs it beside the server; its output."""
+    env = {**os.environ, "IMAGEGEN_HOME": str(server.state_dir)}
+    command = [str(Path(sys.executable).parent / "imagegen"), *args]
+    return subprocess.run(command, env=env, input=stdin, capture_output=True, text=True, check=True).stdout
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`: the embedded tritonserver and its Python backend stubs."""
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        children = Path(f"/proc/{parent}/task/{parent}/children")
+        if children.exists():
+            kids = {int(child) for child in children.read_text().split()}
+            found |= kids
+            pending.extend(kids)
+    return found
+
+
+def embedded_triton_url(server: Server) -> str:
+    """host:port of the tritonserver that `server` started (its ports were chosen free)."""
+    for pid in descendants(server.process.pid):
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if arguments[0].endswith(b"tritonserver"):
+            port = next(a for a in arguments if a.startswith(b"--http-port=")).split(b"=")[1]
+            return f"127.0.0.1:{port.decode()}"
+    raise LookupError("the server runs no embedded tritonserver")

@@ -30,6 +30,31 @@ class Unauthenticated(APIError):
     status, type, code = 401, "authentication_error", "AUTH_1001"
 
 
+class CsrfRejected(APIError):
+    """A cookie-authenticated POST without the session's CSRF token in `X-CSRF-Token`."""
+
+    status, type, code = 403, "permission_error", "AUTH_1003"
+
+
+class ScopeMissing(APIError):
+    """The credentials are valid but lack the scope the route needs (`inference.images`, `models.read`)."""
+
+    status, type, code = 403, "permission_error", "AUTH_1015"
+
+
+class PlanLacksBenefit(APIError):
+    """The credentials' plan does not include the benefit the route needs (`studio_access`)."""
+
+    status, type, code = 403, "permission_error", "VALIDATION_4003"
+
+
+class RateLimited(APIError):
+    """Too many requests in the last minute, or too many generations at once, for this key;
+    `Retry-After` says when to try again."""
+
+    status, type, code = 429, "rate_limit_error", "RATE_4290"
+
+
 class MalformedBody(APIError):
     """The body is not a JSON object (or not JSON at all)."""
 
@@ -44,6 +69,12 @@ class InvalidParameter(APIError):
     """A parameter has the wrong type, is out of its bounds, or is not a parameter of this API."""
 
     status, type, code = 400, "invalid_request_error", "VALIDATION_4004"
+
+
+class ParameterNotSupported(APIError):
+    """A model-specific parameter that the chosen model does not use (see frontend/api/parameters.py)."""
+
+    status, type, code = 400, "invalid_request_error", "VALIDATION_4006"
 
 
 class UnsupportedResponseFormat(APIError):
@@ -62,6 +93,13 @@ class MethodNotAllowed(APIError):
 
 class ModelNotFound(APIError):
     status, type, code = 404, "invalid_request_error", "INFERENCE_3001"
+
+
+class ContentRejected(APIError):
+    """The prompt policy or the image-safety model refused the request; no image is returned.
+    400 as OpenAI answers content-policy refusals."""
+
+    status, type, code = 400, "invalid_request_error", "INFERENCE_3208"
 
 
 class InferenceUnavailable(APIError):

@@ -8,13 +8,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from frontend.auth import authenticate
+from frontend.auth.scopes import MODELS_READ
 from frontend.catalog import Catalog
 
 
 async def list_models(request: Request) -> JSONResponse:
     state = request.app.state
-    authenticate(request, state.api_key)
+    await state.auth.authorize(request, MODELS_READ)
     catalog: Catalog = state.catalog
     data = [describe_model(catalog, public_id, state.started) for public_id in catalog.public_ids()]
     return JSONResponse({"object": "list", "data": data})

@@ -17,6 +17,9 @@ from frontend.api.errors import (
 
 MAX_IMAGES = 10
 MAX_SEED = 2**32 - 1
+MAX_PROMPT_CHARACTERS = 10_000
+
+OutputFormat = Literal["png", "jpeg", "webp"]
 
 
 class ImageRequest(BaseModel):
@@ -24,7 +27,7 @@ class ImageRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    prompt: str = Field(min_length=1)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARACTERS)
     model: str | None = None
     n: int = Field(default=1, ge=1, le=MAX_IMAGES)
     size: str | None = None
@@ -34,8 +37,31 @@ class ImageRequest(BaseModel):
     style: Literal["vivid", "natural"] = "vivid"
     response_format: Literal["b64_json"] = "b64_json"
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    steps: int | None = Field(default=None, ge=1)
     user: str | None = Field(default=None, max_length=256)
+    output_format: OutputFormat = "png"
+    output_quality: int | None = Field(default=None, ge=1, le=100)
+    output_compression: int | None = Field(default=None, ge=0, le=100)
+    """OpenAI's name for the inverse of output_quality: quality = 100 - compression."""
+    # Model-specific parameters (MODEL_PARAMETERS): a model that does not use one refuses it.
+    steps: int | None = Field(default=None, ge=1)
+    guidance: float | None = Field(default=None, ge=0)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARACTERS)
+    true_cfg_scale: float | None = Field(default=None, ge=1)
+    input_images: list[str] | None = Field(default=None, min_length=1, max_length=MAX_IMAGES)
+    strength: float | None = Field(default=None, gt=0, le=1)
+
+
+MODEL_PARAMETERS = (
+    "steps",
+    "guidance",
+    "negative_prompt",
+    "true_cfg_scale",
+    "width",
+    "height",
+    "input_images",
+    "strength",
+)
+"""Top-level parameters only some models use; GET /v1/models lists which each model takes."""
 
 
 class ImageData(BaseModel):

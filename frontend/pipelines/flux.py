@@ -14,14 +14,23 @@ from typing import Any
 import numpy as np
 
 from frontend.pipelines.job import Generation, GenerationJob, Limits
-from frontend.pipelines.noise import initial_noise
+from frontend.pipelines.noise import noise_batch
 from frontend.pipelines.schedulers import FlowMatchEuler
+from frontend.pipelines.stages import decode_latents, encode_images, tokenize
 from frontend.triton import InferenceClock, TritonClient
 
 FAMILY = "flux"
 DENOISER = "transformer"
 PACKING = 2
 """FLUX packs 2x2 latent pixels into one token, so sides are multiples of vae_scale_factor * 2."""
+
+DEFAULT_STRENGTH = 0.6
+"""FluxImg2ImgPipeline's default."""
+IMG2IMG_PARAMETERS = frozenset(
+    {"steps", "width", "height", "negative_prompt", "true_cfg_scale", "input_images", "strength"}
+)
+GUIDANCE_PARAMETERS = frozenset({"guidance"})
+"""FLUX.1-dev embeds guidance; schnell is guidance-distilled and has no such input."""
 
 SIZES = ("1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536", "768x768", "512x512", "256x256")
 
@@ -47,8 +56,12 @@ def initial_latents(
 
     Pass this as `latents=` to diffusers' FluxPipeline to get the served image.
     """
-    shape = (channels, height // vae_scale_factor, width // vae_scale_factor)
-    return pack_latents(np.stack([initial_noise(seed, shape) for seed in seeds]))
+    return pack_latents(noise_batch(seeds, (channels, height // vae_scale_factor, width // vae_scale_factor)))
+
+
+def img2img_start(steps: int, strength: float) -> int:
+    """The first step run from a noised input image, as the img2img pipelines' get_timesteps."""
+    return int(max(steps - min(steps * strength, steps), 0))
 
 
 def latent_image_ids(latent_height: int, latent_width: int) -> np.ndarray:
@@ -89,9 +102,8 @@ class FluxPipeline:
                 max_steps=100,
                 default_guidance=float(metadata["default_guidance"]),
                 max_guidance=20.0,
-                parameters=frozenset(
-                    {"steps", "width", "height", *(["guidance"] if metadata["guidance_embeds"] else [])}
-                ),
+                default_strength=DEFAULT_STRENGTH,
+                parameters=IMG2IMG_PARAMETERS | (GUIDANCE_PARAMETERS if metadata["guidance_embeds"] else frozenset()),
             ),
         )
 
@@ -100,23 +112,31 @@ class FluxPipeline:
 
     async def generate(self, job: GenerationJob) -> Generation:
         clock = InferenceClock()
-        pooled, prompt_embeds = await self.encode_prompt(job.prompt, clock)
-        n = len(job.seeds)
-        latents = initial_latents(job.seeds, job.height, job.width, self.latent_channels, self.vae_scale_factor)
-        latents = await self.denoise(
-            latents, np.repeat(pooled, n, axis=0), np.repeat(prompt_embeds, n, axis=0), job, clock
+        latent_height, latent_width = job.height // self.vae_scale_factor, job.width // self.vae_scale_factor
+        prompts = [job.prompt] if job.negative_prompt is None else [job.prompt, job.negative_prompt]
+        pooled, prompt_embeds = await self.encode_prompts(prompts, clock)
+        sigmas, timesteps = self.scheduler.schedule(job.steps, (latent_height // PACKING) * (latent_width // PACKING))
+        start = 0
+        noise = noise_batch(job.seeds, (self.latent_channels, latent_height, latent_width))
+        if job.init_images is None:
+            latents = noise
+        else:
+            start = img2img_start(job.steps, job.strength)
+            image_latents = await encode_images(
+                self.triton, self._model("vae_encoder"), job.init_images, job.seeds, clock
+            )
+            sigma = sigmas[start]
+            # FlowMatchEulerDiscreteScheduler.scale_noise at the first remaining timestep.
+            latents = sigma * noise + (np.float32(1.0) - sigma) * image_latents
+        latents = await self.denoise(pack_latents(latents), pooled, prompt_embeds, job, sigmas, timesteps, start, clock)
+        images = await decode_latents(
+            self.triton, self._model("vae_decoder"), unpack_latents(latents, latent_height, latent_width), clock
         )
-        images = await self.decode_latents(latents, job.height, job.width, clock)
         return Generation(images=images, compute_seconds=clock.seconds)
 
-    async def encode_prompt(self, prompt: str, clock: InferenceClock) -> tuple[np.ndarray, np.ndarray]:
-        """(CLIP pooled embedding, T5 hidden states), each with a batch of one."""
-        ids = await self.triton.infer(
-            self._model("tokenizer"),
-            {"prompt": np.array([[prompt.encode()]], dtype=np.object_)},
-            [f"{encoder}_input_ids" for encoder in self.text_encoders],
-            clock,
-        )
+    async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray]:
+        """(CLIP pooled embeddings, T5 hidden states), one row per prompt."""
+        ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)
         clip, t5 = await asyncio.gather(
             self.triton.infer(
                 self._model("text_encoder"), {"input_ids": ids["text_encoder_input_ids"]}, ["pooled_embeds"], clock
@@ -133,31 +153,33 @@ class FluxPipeline:
         pooled: np.ndarray,
         prompt_embeds: np.ndarray,
         job: GenerationJob,
+        sigmas: np.ndarray,
+        timesteps: np.ndarray,
+        start: int,
         clock: InferenceClock,
     ) -> np.ndarray:
-        n, image_tokens, _ = latents.shape
-        sigmas, timesteps = self.scheduler.schedule(job.steps, image_tokens)
+        """The flow-matching loop from step `start`: one transformer call per step for the whole batch.
+
+        With a negative prompt (true CFG), the unconditional half rides in the same call.
+        """
+        n = len(latents)
+        copies = len(pooled)  # 2 with a negative prompt: rows [positive x n, negative x n]
         ids = latent_image_ids(job.height // self.vae_scale_factor, job.width // self.vae_scale_factor)
         inputs = {
-            "encoder_hidden_states": prompt_embeds,
-            "pooled_projections": pooled,
-            "img_ids": np.ascontiguousarray(np.broadcast_to(ids, (n, *ids.shape))),
+            "encoder_hidden_states": np.repeat(prompt_embeds, n, axis=0),
+            "pooled_projections": np.repeat(pooled, n, axis=0),
+            "img_ids": np.ascontiguousarray(np.broadcast_to(ids, (copies * n, *ids.shape))),
         }
         if self.guidance_embeds:
-            inputs["guidance"] = np.full((n, 1), job.guidance, dtype=np.float32)
-        for index, timestep in enumerate(timesteps):
+            inputs["guidance"] = np.full((copies * n, 1), job.guidance, dtype=np.float32)
+        for index in range(start, len(timesteps)):
             # FluxPipeline passes timestep / 1000; the transformer scales it back inside.
-            inputs["timestep"] = np.full((n, 1), timestep / np.float32(1000), dtype=np.float32)
-            inputs["hidden_states"] = latents
+            inputs["timestep"] = np.full((copies * n, 1), timesteps[index] / np.float32(1000), dtype=np.float32)
+            inputs["hidden_states"] = np.concatenate([latents] * copies)
             result = await self.triton.infer(self._model(DENOISER), inputs, ["noise_pred"], clock)
-            latents = self.scheduler.step(latents, result["noise_pred"], sigmas[index], sigmas[index + 1])
+            noise_pred = result["noise_pred"]
+            if copies == 2:
+                positive, negative = noise_pred[:n], noise_pred[n:]
+                noise_pred = negative + np.float32(job.true_cfg_scale) * (positive - negative)
+            latents = self.scheduler.step(latents, noise_pred, sigmas[index], sigmas[index + 1])
         return latents
-
-    async def decode_latents(
-        self, latents: np.ndarray, height: int, width: int, clock: InferenceClock
-    ) -> list[np.ndarray]:
-        unpacked = unpack_latents(latents, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        result = await self.triton.infer(self._model("vae_decoder"), {"latent": unpacked}, ["image"], clock)
-        # diffusers' numpy_to_pil: (image * 255).round() on [0, 1] floats.
-        pixels = (result["image"] * 255).round().astype(np.uint8)
-        return list(pixels.transpose(0, 2, 3, 1))

@@ -18,10 +18,13 @@ class GenerationJob:
     seeds: list[int]  # one per image; image i's initial noise comes from seeds[i]
     guidance: float
     negative_prompt: str | None = None
-    init_image: np.ndarray | None = None
-    """img2img: float32 RGB in [0, 1], shape (3, height, width), already resized to the job's size."""
+    true_cfg_scale: float = 1.0
+    """FLUX only: diffusers' `true_cfg_scale`, applied when a negative prompt is given."""
+    init_images: np.ndarray | None = None
+    """img2img: float32 RGB in [0, 1], shape (n, 3, height, width), one per output image, already
+    resized to the job's size; output image i starts from init_images[i]."""
     strength: float = 1.0
-    """img2img: the share of the schedule run from the noised input image (1.0: text-to-image)."""
+    """img2img: the share of the schedule run from the noised input image."""
 
 
 @dataclass(frozen=True)
@@ -43,5 +46,6 @@ class Limits:
     max_steps: int
     default_guidance: float
     max_guidance: float
+    default_strength: float
     parameters: frozenset[str]
     """The model-specific request parameters this model uses (e.g. "guidance", "negative_prompt")."""

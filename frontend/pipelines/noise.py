@@ -4,6 +4,11 @@
 standard normals in C order. Image `i` of a request with seed `s` uses seed `s + i`, so one image
 of a batch can be regenerated alone. To get the same image from diffusers, pass this noise
 (packed for FLUX) as the pipeline's `latents=`.
+
+img2img needs a second draw, the noise that samples the VAE posterior of the input image
+(`mean + std * noise`, as diffusers' `retrieve_latents` does): `posterior_noise(seed, shape)` is
+the same generator's next draw after `initial_noise`, so the initial noise of a seed does not
+depend on whether an input image was given.
 """
 
 from __future__ import annotations
@@ -18,6 +23,17 @@ SEED_LIMIT = 2**32
 
 def initial_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
     return np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, dtype=np.float32)
+
+
+def noise_batch(seeds: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    """`initial_noise` of each seed, stacked: the initial noise of a request's images."""
+    return np.stack([initial_noise(seed, shape) for seed in seeds])
+
+
+def posterior_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    generator = np.random.Generator(np.random.PCG64(seed))
+    generator.standard_normal(shape, dtype=np.float32)
+    return generator.standard_normal(shape, dtype=np.float32)
 
 
 def image_seeds(seed: int | None, n: int) -> list[int]:

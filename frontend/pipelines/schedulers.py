@@ -1,4 +1,7 @@
-"""Scheduler math in numpy, mirroring diffusers' schedulers step for step (float32 throughout, as there)."""
+"""Scheduler math in numpy, mirroring diffusers' schedulers step for step (float32 throughout, as there).
+
+Beware numpy 1.x scalar promotion: `np.float32(x) + 1` is a float64, so constants are float32 here.
+"""
 
 from __future__ import annotations
 
@@ -69,3 +72,103 @@ class FlowMatchEuler:
     @staticmethod
     def step(sample: np.ndarray, model_output: np.ndarray, sigma: np.float32, sigma_next: np.float32) -> np.ndarray:
         return sample + (sigma_next - sigma) * model_output
+
+
+UNSUPPORTED_EULER_OPTIONS = (
+    "trained_betas",
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "rescale_betas_zero_snr",
+)
+EULER_CHOICES = {
+    "beta_schedule": ("linear", "scaled_linear"),
+    "prediction_type": ("epsilon", "v_prediction"),
+    "timestep_spacing": ("linspace", "leading", "trailing"),
+    "interpolation_type": ("linear",),
+    "timestep_type": ("discrete",),
+    "final_sigmas_type": ("zero",),
+}
+"""The values mirrored here of each EulerDiscreteScheduler option; the first is diffusers' default."""
+ONE = np.float32(1.0)
+
+
+@dataclass(frozen=True)
+class EulerDiscrete:
+    """diffusers' `EulerDiscreteScheduler` as the SDXL pipelines drive it (no churn: deterministic).
+
+    Sigmas agree with diffusers to a few float32 ulps, not bit for bit: diffusers' betas come from a
+    float32 `torch.linspace` whose rounding depends on the CPU's vector code, so they are computed in
+    float64 here and rounded once. Everything downstream of the sigmas is exact.
+    """
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+    prediction_type: str = "epsilon"
+    timestep_spacing: str = "linspace"
+    steps_offset: int = 0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> EulerDiscrete:
+        """Read a diffusers scheduler_config.json, refusing options whose math is not mirrored here."""
+        used = [key for key in UNSUPPORTED_EULER_OPTIONS if config.get(key)]
+        if used:
+            raise ValueError(f"EulerDiscreteScheduler options not supported: {', '.join(used)}")
+        for key, choices in EULER_CHOICES.items():
+            if config.get(key, choices[0]) not in choices:
+                raise ValueError(f"EulerDiscreteScheduler {key}={config[key]!r} not supported (supported: {choices})")
+        fields = cls.__dataclass_fields__
+        return cls(**{key: value for key, value in config.items() if key in fields})
+
+    def alphas_cumprod(self) -> np.ndarray:
+        """EulerDiscreteScheduler.__init__'s `alphas_cumprod`; torch accumulates the product in float64 too."""
+        if self.beta_schedule == "scaled_linear":
+            betas = np.linspace(self.beta_start**0.5, self.beta_end**0.5, self.num_train_timesteps) ** 2
+        else:
+            betas = np.linspace(self.beta_start, self.beta_end, self.num_train_timesteps)
+        alphas = ONE - betas.astype(np.float32)
+        return np.cumprod(alphas, dtype=np.float64).astype(np.float32)
+
+    def schedule(self, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sigmas with the terminal 0 appended, timesteps), as EulerDiscreteScheduler.set_timesteps."""
+        train_steps = self.num_train_timesteps
+        # The spacings of Table 2 of https://huggingface.co/papers/2305.08891, as diffusers writes them.
+        if self.timestep_spacing == "linspace":
+            timesteps = np.linspace(0, train_steps - 1, steps, dtype=np.float32)[::-1].copy()
+        elif self.timestep_spacing == "leading":
+            ratio = train_steps // steps
+            timesteps = (np.arange(0, steps) * ratio).round()[::-1].astype(np.float32) + np.float32(self.steps_offset)
+        else:
+            timesteps = np.arange(train_steps, 0, -train_steps / steps).round().astype(np.float32) - ONE
+        alphas_cumprod = self.alphas_cumprod()
+        train_sigmas = np.sqrt((ONE - alphas_cumprod) / alphas_cumprod)
+        sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
+        return np.append(sigmas, 0.0).astype(np.float32), timesteps
+
+    def init_noise_sigma(self, sigmas: np.ndarray) -> np.float32:
+        """The initial noise's standard deviation for the scheduled `sigmas` (diffusers' property)."""
+        max_sigma = sigmas.max()
+        if self.timestep_spacing in ("linspace", "trailing"):
+            return max_sigma
+        return np.sqrt(max_sigma * max_sigma + ONE)
+
+    @staticmethod
+    def scale_model_input(sample: np.ndarray, sigma: np.float32) -> np.ndarray:
+        return sample / np.sqrt(sigma * sigma + ONE)
+
+    def step(
+        self, sample: np.ndarray, model_output: np.ndarray, sigma: np.float32, sigma_next: np.float32
+    ) -> np.ndarray:
+        """EulerDiscreteScheduler.step with s_churn 0, so sigma_hat is sigma."""
+        if self.prediction_type == "epsilon":
+            denoised = sample - sigma * model_output
+        else:
+            denoised = model_output * (-sigma / np.sqrt(sigma * sigma + ONE)) + sample / (sigma * sigma + ONE)
+        derivative = (sample - denoised) / sigma
+        return sample + derivative * (sigma_next - sigma)
+
+    @staticmethod
+    def add_noise(sample: np.ndarray, noise: np.ndarray, sigma: np.float32) -> np.ndarray:
+        return sample + noise * sigma

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from export.tiny import build_tiny_checkpoint
+from tests.harness import TINY_MODELS
 
 COMMITTED = Path(__file__).resolve().parents[2] / "model_repository"
+DENOISERS = {"flux-schnell": "transformer", "flux-dev": "transformer", "sdxl": "unet"}
 
 
 def test_committed_configs_are_what_the_exporter_writes(model_repository: Path) -> None:
@@ -17,19 +19,28 @@ def test_committed_configs_are_what_the_exporter_writes(model_repository: Path) 
     assert exported == committed
 
 
-def test_every_component_is_exported_with_its_files(model_repository: Path) -> None:
-    assert sorted(path.relative_to(model_repository).as_posix() for path in model_repository.rglob("*.*")) == [
-        "flux-schnell_text_encoder/1/model.onnx",
-        "flux-schnell_text_encoder/config.pbtxt",
-        "flux-schnell_text_encoder_2/1/model.onnx",
-        "flux-schnell_text_encoder_2/config.pbtxt",
-        "flux-schnell_tokenizer/1/text_encoder/tokenizer.json",
-        "flux-schnell_tokenizer/1/text_encoder_2/tokenizer.json",
-        "flux-schnell_tokenizer/config.pbtxt",
-        "flux-schnell_transformer/1/model.onnx",
-        "flux-schnell_transformer/config.pbtxt",
-        "flux-schnell_vae_decoder/1/model.onnx",
-        "flux-schnell_vae_decoder/config.pbtxt",
+@pytest.mark.parametrize("pipeline", TINY_MODELS)
+def test_every_component_is_exported_with_its_files(model_repository: Path, pipeline: str) -> None:
+    files = sorted(
+        path.relative_to(model_repository).as_posix() for path in model_repository.glob(f"{pipeline}_*/**/*.*")
+    )
+    assert files == [
+        f"{pipeline}_{name}"
+        for name in [
+            "text_encoder/1/model.onnx",
+            "text_encoder/config.pbtxt",
+            "text_encoder_2/1/model.onnx",
+            "text_encoder_2/config.pbtxt",
+            "tokenizer/1/text_encoder/tokenizer.json",
+            "tokenizer/1/text_encoder_2/tokenizer.json",
+            "tokenizer/config.pbtxt",
+            f"{DENOISERS[pipeline]}/1/model.onnx",
+            f"{DENOISERS[pipeline]}/config.pbtxt",
+            "vae_decoder/1/model.onnx",
+            "vae_decoder/config.pbtxt",
+            "vae_encoder/1/model.onnx",
+            "vae_encoder/config.pbtxt",
+        ]
     ]
 
 

@@ -1,0 +1,150 @@
+"""SDXL: the components to export and the torch wrappers that give them Triton-friendly signatures.
+
+The wrappers return what StableDiffusionXLPipeline.encode_prompt reads (clip_skip None: each CLIP
+encoder's penultimate hidden states, and text_encoder_2's projected pooled output), and give the
+UNet a per-sample `timestep` of shape (B, 1) so Triton can batch steps of different requests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+from export.components import BATCH, Component, TensorSpec
+from export.vae import VaeDecoder, VaeEncoder, vae_components
+
+FAMILY = "sdxl"
+CLIP_MAX_TOKENS = 77  # both tokenizers' model_max_length, which encode_prompt pads to
+DEFAULT_STEPS = 30
+"""Stability AI's usual setting for SDXL base (the diffusers pipelines default to 50)."""
+DEFAULT_GUIDANCE = 5.0
+TIME_IDS = 6
+"""The micro-conditioning of `_get_add_time_ids`: original size, crop top-left, target size."""
+UNET_MAX_BATCH = 32
+"""Ten images with classifier-free guidance make a batch of 20; concurrent requests may add to it."""
+
+
+class ClipPenultimate(torch.nn.Module):
+    """text_encoder: the hidden states before the last layer, as encode_prompt's `hidden_states[-2]`."""
+
+    def __init__(self, encoder: CLIPTextModel) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids, output_hidden_states=True).hidden_states[-2]
+
+
+class ClipPenultimateAndPooled(torch.nn.Module):
+    """text_encoder_2: the penultimate hidden states and the projected pooled output (`text_embeds`)."""
+
+    def __init__(self, encoder: CLIPTextModelWithProjection) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.encoder(input_ids, output_hidden_states=True)
+        return output.hidden_states[-2], output.text_embeds
+
+
+class SdxlDenoiser(torch.nn.Module):
+    """The UNet with a per-sample timestep (B, 1) and its added conditions as plain inputs."""
+
+    def __init__(self, unet: UNet2DConditionModel) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        text_embeds: torch.Tensor,
+        time_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.unet(
+            sample,
+            timestep.reshape(-1),
+            encoder_hidden_states=encoder_hidden_states,
+            added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids},
+            return_dict=False,
+        )[0]
+
+
+def load_modules(checkpoint: Path) -> dict[str, torch.nn.Module]:
+    """Component name -> wrapped module, loaded in float32 (the exported contract) whatever the files hold."""
+    vae = AutoencoderKL.from_pretrained(checkpoint, subfolder="vae", torch_dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(checkpoint, subfolder="unet", torch_dtype=torch.float32)
+    text_encoder = CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder", dtype=torch.float32)
+    text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
+        checkpoint, subfolder="text_encoder_2", dtype=torch.float32
+    )
+    return {
+        "text_encoder": ClipPenultimate(text_encoder),
+        "text_encoder_2": ClipPenultimateAndPooled(text_encoder_2),
+        "unet": SdxlDenoiser(unet),
+        "vae_decoder": VaeDecoder(vae),
+        "vae_encoder": VaeEncoder(vae),
+    }
+
+
+def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...], dict[str, Any]]:
+    """The components' tensor contracts and the pipeline metadata the frontend reads from Triton."""
+    clip = modules["text_encoder"].encoder.config
+    clip_2 = modules["text_encoder_2"].encoder.config
+    unet = modules["unet"].unet.config
+    vae = modules["vae_decoder"].vae.config
+    if unet.addition_embed_type != "text_time":
+        raise ValueError(f"an SDXL UNet conditions on text_time, not {unet.addition_embed_type!r}")
+    vae_scale_factor = 2 ** (len(vae.block_out_channels) - 1)
+    latent = (BATCH, unet.in_channels, "latent_height", "latent_width")
+    components = (
+        Component(
+            name="text_encoder",
+            subfolder="text_encoder",
+            inputs=(TensorSpec("input_ids", "INT64", (BATCH, "clip_tokens")),),
+            outputs=(TensorSpec("prompt_embeds", "FP32", (BATCH, "clip_tokens", clip.hidden_size)),),
+            sample_sizes={BATCH: 2, "clip_tokens": CLIP_MAX_TOKENS},
+        ),
+        Component(
+            name="text_encoder_2",
+            subfolder="text_encoder_2",
+            inputs=(TensorSpec("input_ids", "INT64", (BATCH, "clip_tokens")),),
+            outputs=(
+                TensorSpec("prompt_embeds", "FP32", (BATCH, "clip_tokens", clip_2.hidden_size)),
+                TensorSpec("text_embeds", "FP32", (BATCH, clip_2.projection_dim)),
+            ),
+            sample_sizes={BATCH: 2, "clip_tokens": CLIP_MAX_TOKENS},
+        ),
+        Component(
+            name="unet",
+            subfolder="unet",
+            inputs=(
+                TensorSpec("sample", "FP32", latent),
+                TensorSpec("timestep", "FP32", (BATCH, 1)),
+                TensorSpec("encoder_hidden_states", "FP32", (BATCH, "text_tokens", unet.cross_attention_dim)),
+                TensorSpec("text_embeds", "FP32", (BATCH, clip_2.projection_dim)),
+                TensorSpec("time_ids", "FP32", (BATCH, TIME_IDS)),
+            ),
+            outputs=(TensorSpec("noise_pred", "FP32", latent),),
+            sample_sizes={BATCH: 2, "latent_height": 16, "latent_width": 16, "text_tokens": 32},
+            max_batch_size=UNET_MAX_BATCH,
+        ),
+        *vae_components(vae.latent_channels),
+    )
+    metadata = {
+        "family": FAMILY,
+        "latent_channels": int(unet.in_channels),
+        "vae_scale_factor": vae_scale_factor,
+        "default_steps": DEFAULT_STEPS,
+        "default_guidance": DEFAULT_GUIDANCE,
+        "text_encoders": {"text_encoder": CLIP_MAX_TOKENS, "text_encoder_2": CLIP_MAX_TOKENS},
+        # The UNet's skip connections need latent sides divisible by 2 per down block. diffusers
+        # handles other sizes by forwarding `upsample_size`, a branch the export fixes at trace time.
+        "side_multiple": vae_scale_factor * 2 ** (len(unet.block_out_channels) - 1),
+    }
+    return components, metadata

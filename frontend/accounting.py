@@ -1,0 +1,117 @@
+"""What a request cost, from the work measured, and the ledger row that records it.
+
+`energy_cost`, in kWh: the seconds the request spent in Triton (every inference call, the safety
+check included) times the device's power (`IMAGEGEN_DEVICE_WATTS`). `credits_cost`: per image,
+`per_image + per_megapixel_step * megapixels * steps` from the plan's price for the model (its own
+row, else the plan's `*` row, else free). Credits are charged only when images are returned;
+energy is recorded for every admitted request, since a refused image was still computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+
+from frontend.api.errors import APIError, InternalError
+from frontend.auth.credentials import Principal
+from frontend.pipelines.job import GenerationJob
+from frontend.store.repository import Price, Store, UsageRecord
+from frontend.triton import InferenceClock
+
+JOULES_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True)
+class Cost:
+    energy_kwh: float
+    credits: float
+
+
+def energy_kwh(seconds: float, watts: float) -> float:
+    return round(seconds * watts / JOULES_PER_KWH, 9)
+
+
+def credits(price: Price | None, n: int, width: int, height: int, steps: int) -> float:
+    if price is None:
+        return 0.0
+    return round(n * (price.per_image + price.per_megapixel_step * width * height / 1e6 * steps), 6)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a request asked of a model, in the terms prices use."""
+
+    model: str
+    n: int
+    width: int
+    height: int
+    steps: int
+
+    @classmethod
+    def of(cls, model: str, job: GenerationJob) -> Work:
+        return cls(model, len(job.seeds), job.width, job.height, job.steps)
+
+
+@dataclass
+class Usage:
+    """One request's ledger line, filled in as the request proceeds; never its prompt or images."""
+
+    principal: Principal
+    clock: InferenceClock = field(default_factory=InferenceClock)
+    work: Work | None = None  # None until the request is validated
+    cost: Cost | None = None  # None until charged
+
+    def measured(self, seconds: float) -> None:
+        self.clock.seconds += seconds
+
+
+class Ledger:
+    def __init__(self, store: Store, device_watts: float) -> None:
+        self.store = store
+        self.device_watts = device_watts
+
+    @contextlib.asynccontextmanager
+    async def record(self, principal: Principal) -> AsyncIterator[Usage]:
+        """Write the request's ledger row when it ends, however it ends."""
+        usage = Usage(principal)
+        created_at, started = time.time(), time.perf_counter()
+        status, code = 200, None
+        try:
+            yield usage
+        except APIError as exc:
+            status, code = exc.status, exc.code
+            raise
+        except BaseException:
+            status, code = InternalError.status, InternalError.code
+            raise
+        finally:
+            cost = usage.cost or Cost(energy_kwh(usage.clock.seconds, self.device_watts), 0.0)
+            work = asdict(usage.work) if usage.work else dict.fromkeys(Work.__dataclass_fields__)
+            record = UsageRecord(
+                id=f"use_{secrets.token_hex(8)}",
+                principal=principal.id,
+                created_at=created_at,
+                **work,
+                energy_kwh=cost.energy_kwh,
+                credits=cost.credits,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                status=status,
+                code=code,
+            )
+            await self.store.record_usage(record)
+
+    async def charge(self, usage: Usage) -> Cost:
+        """The cost of a request whose images are about to be returned: the numbers the response
+        reports and the ledger records."""
+        work = usage.work
+        if work is None:
+            raise RuntimeError("a request is charged only once its work is known")
+        price = await self.store.price(usage.principal.plan.name, work.model)
+        usage.cost = Cost(
+            energy_kwh(usage.clock.seconds, self.device_watts),
+            credits(price, work.n, work.width, work.height, work.steps),
+        )
+        return usage.cost

@@ -1,0 +1,216 @@
+"""`imagegen keys|plans|accounts|usage`: the operator's commands on the store, safe while serving."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import getpass
+import json
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from frontend.auth.keys import create_key
+from frontend.auth.passwords import hash_password
+from frontend.auth.scopes import BENEFITS, SCOPES, parse_names
+from frontend.settings import Settings
+from frontend.store.repository import Account, Plan, Price, Store
+from frontend.store.sqlite import SqliteStore
+
+COMMANDS = ("keys", "plans", "accounts", "usage")
+MIN_PASSWORD_LENGTH = 8
+ALL_SCOPES = ",".join(sorted(SCOPES))
+
+
+def add_commands(commands: Any) -> None:
+    """Add the store's commands to `imagegen`'s subparsers."""
+    keys = commands.add_parser("keys", help="create, list and revoke API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = keys.add_parser("create", help="create a key; its secret is printed once, alone on the last line")
+    create.add_argument("--scopes", required=True, help=f"comma-separated, of: {ALL_SCOPES}")
+    create.add_argument("--plan", required=True)
+    create.add_argument("--name", default="")
+    keys.add_parser("list")
+    keys.add_parser("revoke").add_argument("id")
+
+    plans = commands.add_parser("plans", help="list plans, add plans, set their prices").add_subparsers(
+        dest="action", required=True
+    )
+    plans.add_parser("list")
+    plan = plans.add_parser("create", help="add a plan; limits left out are the server's defaults")
+    plan.add_argument("name")
+    plan.add_argument("--benefits", default="", help=f"comma-separated, of: {', '.join(sorted(BENEFITS))}")
+    plan.add_argument("--requests-per-minute", type=int)
+    plan.add_argument("--concurrent-generations", type=int)
+    price = plans.add_parser("price", help="credits per image: PER_IMAGE + PER_MEGAPIXEL_STEP * megapixels * steps")
+    price.add_argument("name")
+    price.add_argument("--model", default="*", help="a pipeline name; * (the default) for every other model")
+    price.add_argument("--per-image", type=float, default=0.0)
+    price.add_argument("--per-megapixel-step", type=float, default=0.0)
+
+    accounts = commands.add_parser("accounts", help="browser sign-in accounts").add_subparsers(
+        dest="action", required=True
+    )
+    account = accounts.add_parser("create", help="add an account; asks for its password")
+    account.add_argument("username")
+    account.add_argument("--plan", required=True)
+    account.add_argument("--scopes", default=ALL_SCOPES, help=f"comma-separated, of: {ALL_SCOPES} (default: all)")
+    account.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    accounts.add_parser("list")
+
+    usage = commands.add_parser("usage", help="the usage ledger, summarised per key or account")
+    usage.add_argument("--since", type=datetime.date.fromisoformat, help="YYYY-MM-DD (UTC); default: everything")
+    usage.add_argument("--json", action="store_true", help="one JSON object per key or account")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> None:
+    """Run one of COMMANDS on the store the server uses."""
+    command = f"{args.command} {args.action}" if args.command != "usage" else "usage"
+    asyncio.run(_on_store(settings, lambda store: HANDLERS[command](store, args)))
+
+
+async def _on_store(settings: Settings, work: Callable[[Store], Awaitable[None]]) -> None:
+    store = await SqliteStore.open(settings.store_file)
+    try:
+        await work(store)
+    finally:
+        store.close()
+
+
+async def keys_create(store: Store, args: argparse.Namespace) -> None:
+    key, secret = await create_key(store, parse_names(args.scopes, SCOPES, "scopes"), args.plan, args.name)
+    print(f"Created {key.id} (plan {key.plan}, scopes {', '.join(sorted(key.scopes))}). Its secret, shown once:")
+    print(secret)
+
+
+async def keys_list(store: Store, args: argparse.Namespace) -> None:
+    rows = [
+        [
+            key.id,
+            key.prefix,
+            key.name,
+            key.plan,
+            ",".join(sorted(key.scopes)),
+            _date(key.created_at),
+            _date(key.revoked_at) if key.revoked_at else "",
+        ]
+        for key in await store.keys()
+    ]
+    _print_table(["ID", "PREFIX", "NAME", "PLAN", "SCOPES", "CREATED", "REVOKED"], rows)
+
+
+async def keys_revoke(store: Store, args: argparse.Namespace) -> None:
+    if not await store.revoke_key(args.id):
+        raise ValueError(f"there is no active key {args.id!r}")
+    print(f"Revoked {args.id}.")
+
+
+async def plans_list(store: Store, args: argparse.Namespace) -> None:
+    rows = []
+    for plan in await store.plans():
+        prices = await store.prices(plan.name)
+        rows.append(
+            [
+                plan.name,
+                ",".join(sorted(plan.benefits)),
+                _limit(plan.requests_per_minute),
+                _limit(plan.concurrent_generations),
+                " ".join(f"{model}={p.per_image:g}+{p.per_megapixel_step:g}/MP-step" for model, p in prices.items()),
+            ]
+        )
+    _print_table(["PLAN", "BENEFITS", "REQUESTS/MIN", "CONCURRENT", "CREDITS PER IMAGE"], rows)
+
+
+async def plans_create(store: Store, args: argparse.Namespace) -> None:
+    benefits = parse_names(args.benefits, BENEFITS, "benefits")
+    await store.add_plan(Plan(args.name, benefits, args.requests_per_minute, args.concurrent_generations))
+    print(f"Created plan {args.name}.")
+
+
+async def plans_price(store: Store, args: argparse.Namespace) -> None:
+    await store.plan(args.name)
+    await store.set_price(args.name, args.model, Price(args.per_image, args.per_megapixel_step))
+    print(f"Set the price of {args.model} on {args.name}.")
+
+
+async def accounts_create(store: Store, args: argparse.Namespace) -> None:
+    scopes = parse_names(args.scopes, SCOPES, "scopes")
+    await store.plan(args.plan)
+    password = _read_password(args.password_stdin)
+    account = Account(
+        id=f"acct_{secrets.token_hex(6)}",
+        username=args.username,
+        password_hash=await asyncio.to_thread(hash_password, password),
+        scopes=scopes,
+        plan=args.plan,
+        created_at=time.time(),
+    )
+    await store.add_account(account)
+    print(f"Created account {account.username} ({account.id}, plan {account.plan}).")
+
+
+async def accounts_list(store: Store, args: argparse.Namespace) -> None:
+    rows = [
+        [account.id, account.username, account.plan, ",".join(sorted(account.scopes)), _date(account.created_at)]
+        for account in await store.accounts()
+    ]
+    _print_table(["ID", "USERNAME", "PLAN", "SCOPES", "CREATED"], rows)
+
+
+async def usage_report(store: Store, args: argparse.Namespace) -> None:
+    since = datetime.datetime.combine(args.since, datetime.time(), datetime.UTC).timestamp() if args.since else 0.0
+    summaries = await store.usage_summary(since)
+    if args.json:
+        for summary in summaries:
+            print(json.dumps(dataclasses.asdict(summary)))
+        return
+    rows = [
+        [s.principal, s.name, s.requests, s.failed, s.images, f"{s.energy_kwh:.9f}", f"{s.credits:g}"]
+        for s in summaries
+    ]
+    _print_table(["KEY OR ACCOUNT", "NAME", "REQUESTS", "FAILED", "IMAGES", "ENERGY (kWh)", "CREDITS"], rows)
+
+
+HANDLERS: dict[str, Callable[[Store, argparse.Namespace], Awaitable[None]]] = {
+    "keys create": keys_create,
+    "keys list": keys_list,
+    "keys revoke": keys_revoke,
+    "plans list": plans_list,
+    "plans create": plans_create,
+    "plans price": plans_price,
+    "accounts create": accounts_create,
+    "accounts list": accounts_list,
+    "usage": usage_report,
+}
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise ValueError("the passwords differ")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a password must be at least {MIN_PASSWORD_LENGTH} characters long")
+    return password
+
+
+def _date(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _limit(value: int | None) -> str:
+    return "default" if value is None else str(value)
+
+
+def _print_table(headers: list[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = [headers, *[[str(cell) for cell in row] for row in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

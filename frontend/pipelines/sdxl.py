@@ -1,0 +1,218 @@
+"""SDXL: prompt encoding, the Euler loop with classifier-free guidance and VAE decoding, all through Triton.
+
+Text-to-image mirrors diffusers' StableDiffusionXLPipeline (pipeline_stable_diffusion_xl.py) and
+image-to-image its StableDiffusionXLImg2ImgPipeline (pipeline_stable_diffusion_xl_img2img.py), so
+the served image equals diffusers' for the same weights, prompts, steps and starting latents
+(`initial_latents`, `img2img_latents`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from frontend.api.errors import InvalidParameter
+from frontend.pipelines.job import Generation, GenerationJob, Limits
+from frontend.pipelines.noise import noise_batch
+from frontend.pipelines.schedulers import EulerDiscrete
+from frontend.pipelines.stages import decode_latents, encode_images, tokenize
+from frontend.triton import InferenceClock, TritonClient
+
+FAMILY = "sdxl"
+DENOISER = "unet"
+SIZES = (
+    "1024x1024",
+    "1152x896",
+    "896x1152",
+    "1216x832",
+    "832x1216",
+    "1344x768",
+    "768x1344",
+    "1536x640",
+    "640x1536",
+    "768x768",
+    "512x512",
+    "256x256",
+)
+"""SDXL's training buckets (about one megapixel) and smaller squares. OpenAI's larger presets
+(1792x1024, 1536x1024) are left out: past its buckets SDXL repeats subjects across the frame."""
+PARAMETERS = frozenset({"steps", "guidance", "negative_prompt", "width", "height", "input_images", "strength"})
+DEFAULT_STRENGTH = 0.3
+"""StableDiffusionXLImg2ImgPipeline's default."""
+CROP_TOP_LEFT = (0, 0)
+"""`crops_coords_top_left`'s default in both pipelines."""
+
+
+def initial_latents(
+    seeds: list[int], height: int, width: int, channels: int = 4, vae_scale_factor: int = 8
+) -> np.ndarray:
+    """The text-to-image initial noise: `initial_noise(seed, (C, H/8, W/8))` per image.
+
+    Pass this as `latents=` to diffusers' StableDiffusionXLPipeline to get the served image: its
+    prepare_latents multiplies the given latents by the scheduler's init_noise_sigma, as `generate` does.
+    """
+    return noise_batch(seeds, (channels, height // vae_scale_factor, width // vae_scale_factor))
+
+
+def img2img_latents(image_latents: np.ndarray, seeds: list[int], sigma: np.float32) -> np.ndarray:
+    """The image-to-image starting latents: the input images' latents (`stages.sample_posterior`)
+    noised to `sigma` with `initial_noise(seed)` per image, as EulerDiscreteScheduler.add_noise.
+
+    Pass this as `latents=` to diffusers' StableDiffusionXLImg2ImgPipeline, which then neither
+    encodes the image nor adds noise, to get the served image.
+    """
+    return EulerDiscrete.add_noise(image_latents, noise_batch(seeds, image_latents.shape[1:]), sigma)
+
+
+def img2img_start(steps: int, strength: float) -> int:
+    """The first step of an image-to-image run: StableDiffusionXLImg2ImgPipeline.get_timesteps
+    (denoising_start None) runs the last int(steps * strength) steps of the schedule."""
+    return steps - min(int(steps * strength), steps)
+
+
+def add_time_ids(height: int, width: int) -> np.ndarray:
+    """`_get_add_time_ids` with the pipelines' defaults: original and target size (height, width), no crop.
+
+    The img2img pipeline gives the same six numbers, as its `requires_aesthetics_score` is False
+    unless the checkpoint asks for it, which only the refiner (not a StableDiffusionXLPipeline) does.
+    """
+    return np.array([height, width, *CROP_TOP_LEFT, height, width], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SDXLPipeline:
+    name: str
+    triton: TritonClient
+    scheduler: EulerDiscrete
+    latent_channels: int
+    vae_scale_factor: int
+    force_zeros_for_empty_prompt: bool
+    text_encoders: Mapping[str, int]
+    limits: Limits
+
+    @classmethod
+    def from_metadata(cls, name: str, metadata: Mapping[str, Any], triton: TritonClient) -> SDXLPipeline:
+        return cls(
+            name=name,
+            triton=triton,
+            scheduler=EulerDiscrete.from_config(metadata["scheduler"]),
+            latent_channels=int(metadata["latent_channels"]),
+            vae_scale_factor=int(metadata["vae_scale_factor"]),
+            # StableDiffusionXLPipeline's default, for checkpoints whose model_index.json omits it.
+            force_zeros_for_empty_prompt=bool(metadata.get("force_zeros_for_empty_prompt", True)),
+            text_encoders=dict(metadata["text_encoders"]),
+            limits=Limits(
+                sizes=SIZES,
+                default_size="1024x1024",
+                min_side=128,
+                max_side=2048,
+                side_multiple=int(metadata["side_multiple"]),
+                default_steps=int(metadata["default_steps"]),
+                max_steps=100,
+                default_guidance=float(metadata["default_guidance"]),
+                max_guidance=20.0,
+                default_strength=DEFAULT_STRENGTH,
+                parameters=PARAMETERS,
+            ),
+        )
+
+    def _model(self, component: str) -> str:
+        return f"{self.name}_{component}"
+
+    async def generate(self, job: GenerationJob) -> Generation:
+        clock = InferenceClock()
+        sigmas, timesteps = self.scheduler.schedule(job.steps)
+        start, latents = await self.prepare_latents(job, sigmas, clock)  # first: it may refuse `strength`
+        guided = job.guidance > 1  # StableDiffusionXLPipeline.do_classifier_free_guidance
+        prompt_embeds, pooled = await self.encode_prompt(job.prompt, job.negative_prompt, guided, clock)
+        latents = await self.denoise(latents, prompt_embeds, pooled, job, sigmas, timesteps, start, clock)
+        images = await decode_latents(self.triton, self._model("vae_decoder"), latents, clock)
+        return Generation(images=images, compute_seconds=clock.seconds)
+
+    async def encode_prompt(
+        self, prompt: str, negative_prompt: str | None, guided: bool, clock: InferenceClock
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt embeddings, pooled embeddings): rows [unconditional, conditional] when guided.
+
+        As StableDiffusionXLPipeline.encode_prompt, the unconditional row is zeros when no negative
+        prompt is given and the checkpoint says force_zeros_for_empty_prompt, else the encoded
+        negative prompt ("" when none).
+        """
+        if not guided:
+            return await self.encode_prompts([prompt], clock)
+        if negative_prompt is None and self.force_zeros_for_empty_prompt:
+            embeds, pooled = await self.encode_prompts([prompt], clock)
+            return np.concatenate([np.zeros_like(embeds), embeds]), np.concatenate([np.zeros_like(pooled), pooled])
+        return await self.encode_prompts([negative_prompt or "", prompt], clock)
+
+    async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray]:
+        """Both encoders' penultimate hidden states side by side, and text_encoder_2's pooled projection."""
+        ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)
+        first, second = await asyncio.gather(
+            self.triton.infer(
+                self._model("text_encoder"), {"input_ids": ids["text_encoder_input_ids"]}, ["prompt_embeds"], clock
+            ),
+            self.triton.infer(
+                self._model("text_encoder_2"),
+                {"input_ids": ids["text_encoder_2_input_ids"]},
+                ["prompt_embeds", "text_embeds"],
+                clock,
+            ),
+        )
+        return np.concatenate([first["prompt_embeds"], second["prompt_embeds"]], axis=-1), second["text_embeds"]
+
+    async def prepare_latents(
+        self, job: GenerationJob, sigmas: np.ndarray, clock: InferenceClock
+    ) -> tuple[int, np.ndarray]:
+        """(first step, its latents): the seeds' noise at the schedule's start, or the input images
+        noised to the sigma of the first step that `strength` keeps."""
+        if job.init_images is None:
+            noise = initial_latents(job.seeds, job.height, job.width, self.latent_channels, self.vae_scale_factor)
+            return 0, noise * self.scheduler.init_noise_sigma(sigmas)
+        start = img2img_start(job.steps, job.strength)
+        if start == job.steps:
+            raise InvalidParameter(
+                f"`strength` {job.strength} keeps no step of {job.steps}: steps x strength must be at least 1.",
+                param="strength",
+            )
+        image_latents = await encode_images(self.triton, self._model("vae_encoder"), job.init_images, job.seeds, clock)
+        return start, img2img_latents(image_latents, job.seeds, sigmas[start])
+
+    async def denoise(
+        self,
+        latents: np.ndarray,
+        prompt_embeds: np.ndarray,
+        pooled: np.ndarray,
+        job: GenerationJob,
+        sigmas: np.ndarray,
+        timesteps: np.ndarray,
+        start: int,
+        clock: InferenceClock,
+    ) -> np.ndarray:
+        """The Euler loop from step `start`: one UNet call per step for the whole batch.
+
+        Under guidance the unconditional half rides in the same call, rows [unconditional x n,
+        conditional x n] as the pipeline's torch.cat builds them.
+        """
+        n = len(latents)
+        copies = len(pooled)
+        inputs = {
+            "encoder_hidden_states": np.repeat(prompt_embeds, n, axis=0),
+            "text_embeds": np.repeat(pooled, n, axis=0),
+            "time_ids": np.tile(add_time_ids(job.height, job.width), (copies * n, 1)),
+        }
+        for index in range(start, len(timesteps)):
+            sigma = sigmas[index]
+            inputs["sample"] = self.scheduler.scale_model_input(np.concatenate([latents] * copies), sigma)
+            inputs["timestep"] = np.full((copies * n, 1), timesteps[index], dtype=np.float32)
+            result = await self.triton.infer(self._model(DENOISER), inputs, ["noise_pred"], clock)
+            noise_pred = result["noise_pred"]
+            if copies == 2:
+                unconditional, conditional = noise_pred[:n], noise_pred[n:]
+                noise_pred = unconditional + np.float32(job.guidance) * (conditional - unconditional)
+            latents = self.scheduler.step(latents, noise_pred, sigma, sigmas[index + 1])
+        return latents

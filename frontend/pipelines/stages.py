@@ -1,0 +1,50 @@
+"""The pipeline stages every family runs the same way: tokenizing, encoding input images, decoding latents.
+
+The exported VAE models work in the denoiser's latent space and in RGB [0, 1] (export/vae.py puts the
+checkpoint's scaling and shift factors in the graph), so nothing here depends on the family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from frontend.pipelines.noise import posterior_noise
+from frontend.triton import InferenceClock, TritonClient
+
+
+async def tokenize(
+    triton: TritonClient, model: str, prompts: list[str], encoders: Iterable[str], clock: InferenceClock
+) -> dict[str, np.ndarray]:
+    """`<encoder>_input_ids` for each text encoder, one row per prompt, padded as diffusers pads."""
+    return await triton.infer(
+        model,
+        {"prompt": np.array([[prompt.encode()] for prompt in prompts], dtype=np.object_)},
+        [f"{encoder}_input_ids" for encoder in encoders],
+        clock,
+    )
+
+
+def sample_posterior(mean: np.ndarray, std: np.ndarray, seeds: list[int]) -> np.ndarray:
+    """Image i's latents `mean + std * posterior_noise(seeds[i])`: diffusers' `retrieve_latents`
+    (`latent_dist.sample`) with the documented noise instead of a torch generator."""
+    return mean + std * np.stack([posterior_noise(seed, mean.shape[1:]) for seed in seeds])
+
+
+async def encode_images(
+    triton: TritonClient, model: str, images: np.ndarray, seeds: list[int], clock: InferenceClock
+) -> np.ndarray:
+    """The input images' latents, sampled from the VAE posterior with each image's documented noise."""
+    result = await triton.infer(model, {"image": images}, ["latent_mean", "latent_std"], clock)
+    return sample_posterior(result["latent_mean"], result["latent_std"], seeds)
+
+
+async def decode_latents(
+    triton: TritonClient, model: str, latents: np.ndarray, clock: InferenceClock
+) -> list[np.ndarray]:
+    """Height x width x 3 uint8 images."""
+    result = await triton.infer(model, {"latent": latents}, ["image"], clock)
+    # diffusers' numpy_to_pil: (image * 255).round() on [0, 1] floats.
+    pixels = (result["image"] * 255).round().astype(np.uint8)
+    return list(pixels.transpose(0, 2, 3, 1))

@@ -1,0 +1,265 @@
+"""The store's records and every query on them, in SQL that SQLite and PostgreSQL both accept.
+
+A dialect (sqlite.py) supplies one primitive, `_transact`: run a function over a `Transaction` in
+one database transaction, off the event loop. Everything else is shared, so a PostgreSQL store is
+that primitive and a placeholder translation, nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from frontend.store.schema import Transaction, migrate
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    benefits: frozenset[str] = frozenset()
+    requests_per_minute: int | None = None
+    """None: the server's default (settings)."""
+    concurrent_generations: int | None = None
+
+
+@dataclass(frozen=True)
+class Price:
+    """Credits for one image: `per_image + per_megapixel_step * megapixels * steps`."""
+
+    per_image: float
+    per_megapixel_step: float
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    prefix: str
+    """The secret's first characters, public: how an operator and the lookup identify a key."""
+    secret_hash: str
+    scopes: frozenset[str]
+    plan: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Account:
+    """A person who signs in from a browser; like a key, it has scopes and a plan."""
+
+    id: str
+    username: str
+    password_hash: str
+    scopes: frozenset[str]
+    plan: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One ledger row: what a request cost, never what it asked for (no prompt, no image)."""
+
+    id: str
+    principal: str  # the id of the key or account that made the request
+    created_at: float
+    model: str | None  # None when the request failed before its model was known
+    n: int | None
+    width: int | None
+    height: int | None
+    steps: int | None
+    energy_kwh: float
+    credits: float
+    latency_ms: float
+    status: int
+    code: str | None  # the error code of a failed request
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    principal: str
+    name: str
+    requests: int
+    failed: int
+    images: int  # images returned, by successful requests
+    energy_kwh: float
+    credits: float
+
+
+_KEY_COLUMNS = "id, name, prefix, secret_hash, scopes, plan, created_at, revoked_at"
+_ACCOUNT_COLUMNS = "id, username, password_hash, scopes, plan, created_at"
+_PLAN_COLUMNS = "name, benefits, requests_per_minute, concurrent_generations"
+
+
+class Store(ABC):
+    """Every query the application makes; a dialect supplies `_transact` and `close`."""
+
+    @abstractmethod
+    async def _transact(self, work: Callable[[Transaction], T]) -> T:
+        """Run `work` in one transaction holding the write lock, committing unless it raises."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    async def migrate(self) -> list[int]:
+        """Bring the schema to the latest version; the versions applied."""
+        return await self._transact(lambda tx: migrate(tx, time.time()))
+
+    # Plans and prices
+
+    async def add_plan(self, plan: Plan) -> None:
+        sql = f"INSERT INTO plans ({_PLAN_COLUMNS}) VALUES (?, ?, ?, ?)"
+        params = (plan.name, _words(plan.benefits), plan.requests_per_minute, plan.concurrent_generations)
+        await self._transact(lambda tx: tx.execute(sql, params))
+
+    async def plan(self, name: str) -> Plan:
+        rows = await self._transact(
+            lambda tx: tx.fetchall(f"SELECT {_PLAN_COLUMNS} FROM plans WHERE name = ?", (name,))
+        )
+        if not rows:
+            raise ValueError(f"there is no plan {name!r}; `imagegen plans list` shows them")
+        return _plan(rows[0])
+
+    async def plans(self) -> list[Plan]:
+        rows = await self._transact(lambda tx: tx.fetchall(f"SELECT {_PLAN_COLUMNS} FROM plans ORDER BY name"))
+        return [_plan(row) for row in rows]
+
+    async def set_price(self, plan: str, model: str, price: Price) -> None:
+        """The price of `model` (a pipeline name, or `*` for any model) on `plan`."""
+        sql = (
+            "INSERT INTO prices (plan, model, per_image, per_megapixel_step) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (plan, model) DO UPDATE SET per_image = excluded.per_image, "
+            "per_megapixel_step = excluded.per_megapixel_step"
+        )
+        await self._transact(lambda tx: tx.execute(sql, (plan, model, price.per_image, price.per_megapixel_step)))
+
+    async def price(self, plan: str, model: str) -> Price | None:
+        """The model's own price on the plan, else the plan's `*` price, else None (free)."""
+        sql = "SELECT model, per_image, per_megapixel_step FROM prices WHERE plan = ? AND model IN (?, '*')"
+        rows = {m: Price(a, b) for m, a, b in await self._transact(lambda tx: tx.fetchall(sql, (plan, model)))}
+        return rows.get(model) or rows.get("*")
+
+    async def prices(self, plan: str) -> dict[str, Price]:
+        sql = "SELECT model, per_image, per_megapixel_step FROM prices WHERE plan = ? ORDER BY model"
+        return {m: Price(a, b) for m, a, b in await self._transact(lambda tx: tx.fetchall(sql, (plan,)))}
+
+    # API keys
+
+    async def add_key(self, key: ApiKey) -> bool:
+        """Insert `key`; False when a key with the same secret exists already (kept as it is)."""
+        sql = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        params = (
+            key.id,
+            key.name,
+            key.prefix,
+            key.secret_hash,
+            _words(key.scopes),
+            key.plan,
+            key.created_at,
+            key.revoked_at,
+        )
+        return await self._transact(lambda tx: tx.execute(sql, params)) == 1
+
+    async def active_keys_with_prefix(self, prefix: str) -> list[ApiKey]:
+        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE prefix = ? AND revoked_at IS NULL"
+        return [_key(row) for row in await self._transact(lambda tx: tx.fetchall(sql, (prefix,)))]
+
+    async def keys(self) -> list[ApiKey]:
+        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
+        return [_key(row) for row in await self._transact(lambda tx: tx.fetchall(sql))]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Revoke an active key; False when there is no such active key."""
+        sql = "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+        return await self._transact(lambda tx: tx.execute(sql, (time.time(), key_id))) == 1
+
+    # Accounts and browser sessions
+
+    async def add_account(self, account: Account) -> None:
+        sql = f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        params = (
+            account.id,
+            account.username,
+            account.password_hash,
+            _words(account.scopes),
+            account.plan,
+            account.created_at,
+        )
+        await self._transact(lambda tx: tx.execute(sql, params))
+
+    async def account_named(self, username: str) -> Account | None:
+        sql = f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE username = ?"
+        rows = await self._transact(lambda tx: tx.fetchall(sql, (username,)))
+        return _account(rows[0]) if rows else None
+
+    async def accounts(self) -> list[Account]:
+        sql = f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY username"
+        return [_account(row) for row in await self._transact(lambda tx: tx.fetchall(sql))]
+
+    async def add_session(self, token_hash: str, account_id: str, expires_at: float) -> None:
+        """Record a new session, dropping the expired ones of every account on the way."""
+
+        def work(tx: Transaction) -> None:
+            tx.execute("DELETE FROM sessions WHERE expires_at <= ?", (time.time(),))
+            tx.execute(
+                "INSERT INTO sessions (token_hash, account_id, expires_at) VALUES (?, ?, ?)",
+                (token_hash, account_id, expires_at),
+            )
+
+        await self._transact(work)
+
+    async def session_account(self, token_hash: str, now: float) -> Account | None:
+        """The account of an unexpired session."""
+        sql = (
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = "
+            "(SELECT account_id FROM sessions WHERE token_hash = ? AND expires_at > ?)"
+        )
+        rows = await self._transact(lambda tx: tx.fetchall(sql, (token_hash, now)))
+        return _account(rows[0]) if rows else None
+
+    async def delete_session(self, token_hash: str) -> None:
+        await self._transact(lambda tx: tx.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)))
+
+    # The usage ledger
+
+    async def record_usage(self, record: UsageRecord) -> None:
+        columns = list(UsageRecord.__dataclass_fields__)
+        sql = f"INSERT INTO usage_ledger ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        params = tuple(getattr(record, column) for column in columns)
+        await self._transact(lambda tx: tx.execute(sql, params))
+
+    async def usage_summary(self, since: float = 0.0) -> list[UsageSummary]:
+        """Per key or account, the requests made since `since` and what they cost."""
+        name = "COALESCE(k.name, a.username, '')"
+        sql = (
+            f"SELECT u.principal, {name}, COUNT(*), SUM(CASE WHEN u.status >= 400 THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN u.status < 400 THEN COALESCE(u.n, 0) ELSE 0 END), SUM(u.energy_kwh), SUM(u.credits) "
+            "FROM usage_ledger u LEFT JOIN api_keys k ON k.id = u.principal "
+            "LEFT JOIN accounts a ON a.id = u.principal "
+            f"WHERE u.created_at >= ? GROUP BY u.principal, {name} ORDER BY u.principal"
+        )
+        return [UsageSummary(*row) for row in await self._transact(lambda tx: tx.fetchall(sql, (since,)))]
+
+
+def _words(values: frozenset[str]) -> str:
+    """Scopes and benefits are stored as one space-separated column, as OAuth writes scopes."""
+    return " ".join(sorted(values))
+
+
+def _plan(row: tuple[Any, ...]) -> Plan:
+    name, benefits, requests_per_minute, concurrent_generations = row
+    return Plan(name, frozenset(benefits.split()), requests_per_minute, concurrent_generations)
+
+
+def _key(row: tuple[Any, ...]) -> ApiKey:
+    key_id, name, prefix, secret_hash, scopes, plan, created_at, revoked_at = row
+    return ApiKey(key_id, name, prefix, secret_hash, frozenset(scopes.split()), plan, created_at, revoked_at)
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    account_id, username, password_hash, scopes, plan, created_at = row
+    return Account(account_id, username, password_hash, frozenset(scopes.split()), plan, created_at)

@@ -1,0 +1,107 @@
+"""The store's schema as numbered migrations, applied in order when a store opens.
+
+The SQL is what SQLite and PostgreSQL both accept (TEXT, INTEGER, BIGINT, DOUBLE PRECISION,
+`ON CONFLICT`), so replicas can later share one PostgreSQL with these same migrations. Times are
+Unix seconds; ids are made by the application, never by the database (no dialect's autoincrement).
+A released migration is never edited: a change is a new entry appended to MIGRATIONS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+
+class Transaction(Protocol):
+    """What a store's dialect provides: statements with `?` placeholders inside one transaction."""
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        ...
+
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: plans and their prices, API keys, accounts and browser sessions, the usage ledger.
+    (
+        """CREATE TABLE plans (
+            name TEXT PRIMARY KEY,
+            benefits TEXT NOT NULL,
+            requests_per_minute INTEGER,
+            concurrent_generations INTEGER
+        )""",
+        """CREATE TABLE prices (
+            plan TEXT NOT NULL REFERENCES plans (name),
+            model TEXT NOT NULL,
+            per_image DOUBLE PRECISION NOT NULL,
+            per_megapixel_step DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (plan, model)
+        )""",
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            secret_hash TEXT NOT NULL UNIQUE,
+            scopes TEXT NOT NULL,
+            plan TEXT NOT NULL REFERENCES plans (name),
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX api_keys_prefix ON api_keys (prefix)",
+        """CREATE TABLE accounts (
+            id TEXT PRIMARY KEY,
+            username TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            plan TEXT NOT NULL REFERENCES plans (name),
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES accounts (id),
+            expires_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE usage_ledger (
+            id TEXT PRIMARY KEY,
+            principal TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            model TEXT,
+            n INTEGER,
+            width INTEGER,
+            height INTEGER,
+            steps INTEGER,
+            energy_kwh DOUBLE PRECISION NOT NULL,
+            credits DOUBLE PRECISION NOT NULL,
+            latency_ms DOUBLE PRECISION NOT NULL,
+            status INTEGER NOT NULL,
+            code TEXT
+        )""",
+        "CREATE INDEX usage_ledger_principal ON usage_ledger (principal, created_at)",
+        "INSERT INTO plans (name, benefits) VALUES ('free', ''), ('studio', 'studio_access')",
+        # About one credit for a 1024x1024 image at FLUX.1-schnell's 4 steps.
+        "INSERT INTO prices (plan, model, per_image, per_megapixel_step) VALUES ('studio', '*', 0.0, 0.25)",
+    ),
+)
+
+LATEST = len(MIGRATIONS)
+
+
+def migrate(tx: Transaction, now: float) -> list[int]:
+    """Apply the migrations `tx`'s database lacks; the versions applied.
+
+    The caller holds the database's write lock for the whole transaction, so replicas starting
+    together apply each migration once.
+    """
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
+    )
+    applied = {version for (version,) in tx.fetchall("SELECT version FROM schema_migrations")}
+    if applied - set(range(1, LATEST + 1)):
+        raise ValueError(f"the store has schema version {max(applied)}, newer than this code's {LATEST}")
+    pending = [version for version in range(1, LATEST + 1) if version not in applied]
+    for version in pending:
+        for statement in MIGRATIONS[version - 1]:
+            tx.execute(statement)
+        tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (version, now))
+    return pending

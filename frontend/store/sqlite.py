@@ -1,0 +1,78 @@
+"""The embedded default store: one SQLite file, used from one thread off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from frontend.store.repository import Store
+from frontend.store.schema import Transaction
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_S = 5.0
+"""How long a writer waits for another process's write lock (the CLI while the server runs)."""
+
+
+class _SqliteTransaction:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._connection.execute(sql, params).fetchall()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._connection.execute(sql, params).rowcount
+
+
+class SqliteStore(Store):
+    """A connection owned by a single worker thread: statements never block the event loop, and
+    the transactions of concurrent requests run one after the other as SQLite requires."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._connection = self._worker.submit(_connect, path).result()
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteStore:
+        """The store at `path`, created or migrated to the latest schema."""
+        store = cls(path)
+        await store.migrate()
+        return store
+
+    async def _transact(self, work: Callable[[Transaction], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._run, work)
+
+    def _run(self, work: Callable[[Transaction], T]) -> T:
+        # BEGIN IMMEDIATE takes the write lock up front, so a transaction that reads then writes
+        # (a migration) cannot interleave with another process's.
+        self._connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(_SqliteTransaction(self._connection))
+        except sqlite3.IntegrityError as exc:
+            self._connection.rollback()
+            raise ValueError(f"refused by the store: {exc}") from None  # e.g. a username taken
+        except BaseException:
+            self._connection.rollback()
+            raise
+        self._connection.commit()
+        return result
+
+    def close(self) -> None:
+        self._worker.submit(self._connection.close).result()
+        self._worker.shutdown()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: transactions are exactly the BEGIN/COMMIT issued in `_run`.
+    connection = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    connection.execute("PRAGMA journal_mode = WAL")  # readers (the CLI) do not block the server's writes
+    connection.execute("PRAGMA synchronous = NORMAL")  # WAL stays consistent; a power cut may lose the last rows
+    connection.execute("PRAGMA foreign_keys = ON")
+    return connection

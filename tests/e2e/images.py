@@ -1,0 +1,45 @@
+"""Image requests over the socket and their comparison with diffusers, shared by the e2e tests."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from tests.harness import API_KEY, Server
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+TOLERANCE = 2  # per channel, out of 255
+
+
+def post(server: Server, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{server.base_url}/images/generations", json=body, headers=AUTH, timeout=120)
+
+
+def decode(b64: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
+
+
+def served_images(server: Server, body: dict[str, Any]) -> list[np.ndarray]:
+    response = post(server, body)
+    assert response.status_code == 200, response.text
+    return [np.asarray(decode(item["b64_json"]), dtype=np.int16) for item in response.json()["data"]]
+
+
+def assert_matches(served: list[np.ndarray], reference: np.ndarray) -> None:
+    """Each served image within TOLERANCE of diffusers' float image, rounded as diffusers' numpy_to_pil."""
+    assert len(served) == len(reference)
+    for image, expected in zip(served, reference, strict=True):
+        assert np.abs(image - (expected * 255).round().astype(np.int16)).max() <= TOLERANCE
+
+
+def png_base64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()

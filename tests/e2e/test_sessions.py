@@ -1,0 +1,96 @@
+"""Browser sessions over a socket: login, the signed cookie, CSRF on cookie POSTs, logout, expiry."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.harness import Server, imagegen
+
+USERNAME, PASSWORD = "alice", "correct horse battery"
+VALID = {"prompt": "a red fox", "size": "256x256"}
+
+
+@pytest.fixture(scope="module")
+def alice(server: Server) -> str:
+    imagegen(server, "accounts", "create", USERNAME, "--plan", "studio", "--password-stdin", stdin=PASSWORD)
+    return USERNAME
+
+
+@pytest.fixture(scope="module")
+def strict_alice(strict_server: Server) -> str:
+    imagegen(strict_server, "accounts", "create", USERNAME, "--plan", "studio", "--password-stdin", stdin=PASSWORD)
+    return USERNAME
+
+
+def signed_in(server: Server) -> tuple[httpx.Client, str]:
+    """A browser-like client holding the session cookies, and the CSRF token login answered."""
+    browser = httpx.Client(base_url=server.base_url, timeout=120)
+    response = browser.post("/auth/login", json={"username": USERNAME, "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    assert response.json()["csrf_token"] == browser.cookies["imagegen_csrf"]
+    return browser, response.json()["csrf_token"]
+
+
+def test_a_cookie_post_with_the_csrf_token_generates(server: Server, alice: str) -> None:
+    browser, csrf = signed_in(server)
+    response = browser.post("/images/generations", json=VALID, headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 200, response.text
+    assert response.json()["data"][0]["b64_json"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-CSRF-Token": "forged"}], ids=["no-token", "wrong-token"])
+def test_a_cookie_post_without_the_csrf_token_is_refused(server: Server, alice: str, headers: dict[str, str]) -> None:
+    browser, _ = signed_in(server)
+    response = browser.post("/images/generations", json=VALID, headers=headers)
+    assert (response.status_code, response.json()["error"]["code"]) == (403, "AUTH_1003")
+    assert "data" not in response.json()
+
+
+def test_a_cookie_get_needs_no_csrf_token(server: Server, alice: str) -> None:
+    browser, _ = signed_in(server)
+    assert browser.get("/models").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "credentials", [{"username": USERNAME, "password": "wrong"}, {"username": "bob", "password": "x"}]
+)
+def test_a_wrong_password_or_unknown_user_is_401(server: Server, alice: str, credentials: dict[str, str]) -> None:
+    response = httpx.post(f"{server.base_url}/auth/login", json=credentials)
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "AUTH_1001")
+    assert "set-cookie" not in response.headers
+
+
+def test_logout_ends_the_session_for_good(server: Server, alice: str) -> None:
+    browser, csrf = signed_in(server)
+    cookie = browser.cookies["imagegen_session"]
+    assert browser.post("/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
+    assert "imagegen_session" not in browser.cookies
+    replayed = httpx.get(f"{server.base_url}/models", cookies={"imagegen_session": cookie})
+    assert (replayed.status_code, replayed.json()["error"]["code"]) == (401, "AUTH_1001")
+
+
+@pytest.mark.parametrize(("forwarded", "secure"), [({}, False), ({"X-Forwarded-Proto": "https"}, True)])
+def test_the_session_cookie_is_http_only_same_site_and_secure_behind_https(
+    server: Server, alice: str, forwarded: dict[str, str], secure: bool
+) -> None:
+    response = httpx.post(
+        f"{server.base_url}/auth/login", json={"username": USERNAME, "password": PASSWORD}, headers=forwarded
+    )
+    session_cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("imagegen_session="))
+    attributes = {part.strip().split("=")[0].lower() for part in session_cookie.split(";")[1:]}
+    assert {"httponly", "samesite", "max-age"} <= attributes
+    assert "samesite=lax" in session_cookie.lower()
+    assert ("secure" in attributes) == secure
+
+
+def test_an_expired_session_is_401(strict_server: Server, strict_alice: str) -> None:
+    browser, csrf = signed_in(strict_server)
+    # Sent by hand: a browser would drop the cookie itself once its Max-Age has passed.
+    headers = {"Cookie": f"imagegen_session={browser.cookies['imagegen_session']}", "X-CSRF-Token": csrf}
+    time.sleep(1.1)  # the strict server's sessions last 1 s
+    response = httpx.get(f"{strict_server.base_url}/models", headers=headers)
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "AUTH_1001")
+    assert "expired" in response.json()["error"]["message"]

@@ -1,0 +1,104 @@
+"""Browser sessions: signed cookies that expire and end, CSRF tokens bound to their session, passwords."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from frontend.api.errors import CsrfRejected
+from frontend.auth.passwords import hash_password, verify_password
+from frontend.auth.scopes import IMAGES
+from frontend.auth.sessions import CSRF_HEADER, Sessions
+from frontend.store.repository import Account
+from frontend.store.sqlite import SqliteStore
+
+ALICE = Account("acct_alice", "alice", "unused", frozenset({IMAGES}), "studio", 0.0)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    opened = asyncio.run(SqliteStore.open(tmp_path / "imagegen.db"))
+    asyncio.run(opened.add_account(ALICE))
+    yield opened
+    opened.close()
+
+
+def cookie_of(sessions: Sessions) -> tuple[str, str]:
+    """(session cookie value, CSRF token) of a new session, read from the response's Set-Cookie headers."""
+    session = asyncio.run(sessions.start(ALICE))
+    response = Response()
+    sessions.set_cookies(response, session, secure=False)
+    cookies = dict(header.split(";")[0].split("=", 1) for header in response.headers.getlist("set-cookie"))
+    return cookies["imagegen_session"], cookies["imagegen_csrf"]
+
+
+def test_a_session_cookie_resumes_until_it_ends(store: SqliteStore) -> None:
+    sessions = Sessions(store, "secret", ttl_seconds=60)
+    cookie, _ = cookie_of(sessions)
+    session = asyncio.run(sessions.resume(cookie))
+    assert session is not None and session.account == ALICE
+    asyncio.run(sessions.end(session))
+    assert asyncio.run(sessions.resume(cookie)) is None
+
+
+@pytest.mark.parametrize("tamper", ["expiry", "signature", "secret"])
+def test_a_forged_cookie_is_refused(store: SqliteStore, tamper: str) -> None:
+    sessions = Sessions(store, "secret", ttl_seconds=60)
+    cookie, _ = cookie_of(sessions)
+    token, expires, signature = cookie.split(".")
+    forged = {
+        "expiry": (Sessions(store, "secret", 60), f"{token}.{int(expires) + 3600}.{signature}"),
+        "signature": (Sessions(store, "secret", 60), f"{token}.{expires}.{signature[:-2]}AA"),
+        "secret": (Sessions(store, "another secret", 60), cookie),
+    }
+    checker, value = forged[tamper]
+    assert asyncio.run(checker.resume(value)) is None
+
+
+def test_an_expired_session_is_refused(store: SqliteStore) -> None:
+    sessions = Sessions(store, "secret", ttl_seconds=0)
+    cookie, _ = cookie_of(sessions)
+    assert asyncio.run(sessions.resume(cookie)) is None
+
+
+def test_the_csrf_token_belongs_to_its_session(store: SqliteStore) -> None:
+    sessions = Sessions(store, "secret", ttl_seconds=60)
+    first, first_csrf = cookie_of(sessions)
+    _, second_csrf = cookie_of(sessions)
+    session = asyncio.run(sessions.resume(first))
+    assert session is not None
+
+    def post(token: str | None) -> Request:
+        headers = [] if token is None else [(CSRF_HEADER.lower().encode(), token.encode())]
+        return Request({"type": "http", "method": "POST", "headers": headers})
+
+    sessions.check_csrf(post(first_csrf), session)
+    for token in (None, second_csrf, "é"):
+        with pytest.raises(CsrfRejected):
+            sessions.check_csrf(post(token), session)
+
+
+def test_session_cookie_is_http_only_and_same_site(store: SqliteStore) -> None:
+    sessions = Sessions(store, "secret", ttl_seconds=60)
+    session = asyncio.run(sessions.start(ALICE))
+    for secure in (False, True):
+        response = Response()
+        sessions.set_cookies(response, session, secure=secure)
+        session_cookie, csrf_cookie = (header.lower() for header in response.headers.getlist("set-cookie"))
+        assert "httponly" in session_cookie and "httponly" not in csrf_cookie
+        assert all(
+            "samesite=lax" in cookie and ("secure" in cookie) == secure for cookie in (session_cookie, csrf_cookie)
+        )
+
+
+def test_a_password_matches_only_its_hash() -> None:
+    stored = hash_password("correct horse")
+    assert verify_password("correct horse", stored)
+    assert not verify_password("correct hose", stored)
+    assert not verify_password("correct horse", None)
+    assert "correct horse" not in stored

@@ -1,0 +1,103 @@
+"""The SQLite store: versioned migrations, keys by hash and prefix, prices, the usage ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from frontend.auth.keys import create_key, ensure_operator_key, find_key
+from frontend.auth.scopes import IMAGES, SCOPES
+from frontend.store.repository import Account, Price, UsageRecord
+from frontend.store.schema import LATEST
+from frontend.store.sqlite import SqliteStore
+
+OPERATOR_KEY = "sk-operator-0123456789abcdef0123"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    opened = asyncio.run(SqliteStore.open(tmp_path / "imagegen.db"))
+    yield opened
+    opened.close()
+
+
+def test_a_new_store_gets_every_migration_once(store: SqliteStore) -> None:
+    assert asyncio.run(store.migrate()) == []
+    with sqlite3.connect(store.path) as connection:
+        versions = [version for (version,) in connection.execute("SELECT version FROM schema_migrations")]
+    assert versions == list(range(1, LATEST + 1))
+
+
+def test_a_store_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "imagegen.db"
+    asyncio.run(SqliteStore.open(path)).close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)", (LATEST + 1,))
+    with pytest.raises(ValueError, match="newer than this code"):
+        asyncio.run(SqliteStore.open(path))
+
+
+def test_a_key_is_found_by_its_secret_until_revoked(store: SqliteStore) -> None:
+    key, secret = asyncio.run(create_key(store, {IMAGES}, "studio", "ci"))
+    assert asyncio.run(find_key(store, secret)) == key
+    assert asyncio.run(find_key(store, secret[:-1] + "x")) is None
+    assert asyncio.run(store.revoke_key(key.id))
+    assert asyncio.run(find_key(store, secret)) is None
+    assert not asyncio.run(store.revoke_key(key.id))
+
+
+def test_a_key_needs_an_existing_plan(store: SqliteStore) -> None:
+    with pytest.raises(ValueError, match="no plan 'gold'"):
+        asyncio.run(create_key(store, {IMAGES}, "gold"))
+
+
+def test_the_operator_key_is_stored_once_with_every_scope(store: SqliteStore) -> None:
+    assert asyncio.run(ensure_operator_key(store, OPERATOR_KEY))
+    assert not asyncio.run(ensure_operator_key(store, OPERATOR_KEY))
+    [key] = asyncio.run(store.keys())
+    assert (key.scopes, key.plan, key.prefix) == (SCOPES, "studio", OPERATOR_KEY[:14])
+
+
+def test_a_short_operator_key_is_refused(store: SqliteStore) -> None:
+    with pytest.raises(ValueError, match="at least 32 characters"):
+        asyncio.run(ensure_operator_key(store, "sk-short"))
+
+
+def test_a_models_own_price_wins_over_the_plans_default(store: SqliteStore) -> None:
+    asyncio.run(store.set_price("studio", "flux-dev", Price(1.0, 0.5)))
+    assert asyncio.run(store.price("studio", "flux-dev")) == Price(1.0, 0.5)
+    assert asyncio.run(store.price("studio", "flux-schnell")) == Price(0.0, 0.25)
+    assert asyncio.run(store.price("free", "flux-schnell")) is None
+
+
+def test_a_taken_username_is_refused(store: SqliteStore) -> None:
+    account = Account("acct_1", "alice", "hash", frozenset({IMAGES}), "studio", 0.0)
+    asyncio.run(store.add_account(account))
+    with pytest.raises(ValueError, match="UNIQUE"):
+        asyncio.run(store.add_account(Account("acct_2", "alice", "hash", frozenset(), "free", 0.0)))
+
+
+def test_usage_is_summarised_per_key(store: SqliteStore) -> None:
+    key, _ = asyncio.run(create_key(store, {IMAGES}, "studio", "ci"))
+    rows = [
+        UsageRecord("use_1", key.id, 10.0, "flux-schnell", 2, 256, 256, 4, 1e-6, 0.5, 120.0, 200, None),
+        UsageRecord("use_2", key.id, 20.0, "flux-schnell", 1, 256, 256, 4, 2e-6, 0.0, 90.0, 400, "INFERENCE_3208"),
+        UsageRecord("use_3", key.id, 30.0, None, None, None, None, None, 0.0, 0.0, 1.0, 400, "VALIDATION_4002"),
+    ]
+    for row in rows:
+        asyncio.run(store.record_usage(row))
+    [summary] = asyncio.run(store.usage_summary())
+    assert (summary.principal, summary.name, summary.requests, summary.failed, summary.images) == (
+        key.id,
+        "ci",
+        3,
+        2,
+        2,
+    )
+    assert summary.energy_kwh == pytest.approx(3e-6)
+    assert summary.credits == 0.5
+    assert asyncio.run(store.usage_summary(since=25.0))[0].requests == 1
