@@ -17,6 +17,7 @@ from frontend.pipelines.job import Generation, GenerationJob, Limits
 from frontend.pipelines.noise import noise_batch
 from frontend.pipelines.schedulers import FlowMatchEuler
 from frontend.pipelines.stages import decode_latents, encode_images, tokenize
+from frontend.progress import Progress
 from frontend.triton import InferenceClock, TritonClient
 
 FAMILY = "flux"
@@ -92,16 +93,10 @@ class FluxPipeline:
             vae_scale_factor=int(metadata["vae_scale_factor"]),
             guidance_embeds=bool(metadata["guidance_embeds"]),
             text_encoders=dict(metadata["text_encoders"]),
-            limits=Limits(
+            limits=Limits.from_metadata(
+                metadata,
                 sizes=SIZES,
-                default_size="1024x1024",
-                min_side=128,
-                max_side=2048,
                 side_multiple=int(metadata["vae_scale_factor"]) * PACKING,
-                default_steps=int(metadata["default_steps"]),
-                max_steps=100,
-                default_guidance=float(metadata["default_guidance"]),
-                max_guidance=20.0,
                 default_strength=DEFAULT_STRENGTH,
                 parameters=IMG2IMG_PARAMETERS | (GUIDANCE_PARAMETERS if metadata["guidance_embeds"] else frozenset()),
             ),
@@ -110,7 +105,7 @@ class FluxPipeline:
     def _model(self, component: str) -> str:
         return f"{self.name}_{component}"
 
-    async def generate(self, job: GenerationJob) -> Generation:
+    async def generate(self, job: GenerationJob, progress: Progress) -> Generation:
         clock = InferenceClock()
         latent_height, latent_width = job.height // self.vae_scale_factor, job.width // self.vae_scale_factor
         prompts = [job.prompt] if job.negative_prompt is None else [job.prompt, job.negative_prompt]
@@ -128,7 +123,9 @@ class FluxPipeline:
             sigma = sigmas[start]
             # FlowMatchEulerDiscreteScheduler.scale_noise at the first remaining timestep.
             latents = sigma * noise + (np.float32(1.0) - sigma) * image_latents
-        latents = await self.denoise(pack_latents(latents), pooled, prompt_embeds, job, sigmas, timesteps, start, clock)
+        latents = await self.denoise(
+            pack_latents(latents), pooled, prompt_embeds, job, sigmas, timesteps, start, clock, progress
+        )
         images = await decode_latents(
             self.triton, self._model("vae_decoder"), unpack_latents(latents, latent_height, latent_width), clock
         )
@@ -157,6 +154,7 @@ class FluxPipeline:
         timesteps: np.ndarray,
         start: int,
         clock: InferenceClock,
+        progress: Progress,
     ) -> np.ndarray:
         """The flow-matching loop from step `start`: one transformer call per step for the whole batch.
 
@@ -182,4 +180,5 @@ class FluxPipeline:
                 positive, negative = noise_pred[:n], noise_pred[n:]
                 noise_pred = negative + np.float32(job.true_cfg_scale) * (positive - negative)
             latents = self.scheduler.step(latents, noise_pred, sigmas[index], sigmas[index + 1])
+            progress.stepped(index + 1, len(timesteps))
         return latents

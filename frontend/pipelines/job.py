@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,3 +51,28 @@ class Limits:
     default_strength: float
     parameters: frozenset[str]
     """The model-specific request parameters this model uses (e.g. "guidance", "negative_prompt")."""
+
+    @classmethod
+    def from_metadata(
+        cls,
+        metadata: Mapping[str, Any],
+        *,
+        sizes: tuple[str, ...],
+        side_multiple: int,
+        default_strength: float,
+        parameters: frozenset[str],
+    ) -> Limits:
+        """A family's sizes and parameters, the exported model's defaults, and bounds shared by all models."""
+        return cls(
+            sizes=sizes,
+            default_size="1024x1024",
+            min_side=128,
+            max_side=2048,
+            side_multiple=side_multiple,
+            default_steps=int(metadata["default_steps"]),
+            max_steps=100,
+            default_guidance=float(metadata["default_guidance"]),
+            max_guidance=20.0,
+            default_strength=default_strength,
+            parameters=parameters,
+        )

@@ -20,6 +20,7 @@ from frontend.pipelines.job import Generation, GenerationJob, Limits
 from frontend.pipelines.noise import noise_batch
 from frontend.pipelines.schedulers import EulerDiscrete
 from frontend.pipelines.stages import decode_latents, encode_images, tokenize
+from frontend.progress import Progress
 from frontend.triton import InferenceClock, TritonClient
 
 FAMILY = "sdxl"
@@ -105,16 +106,10 @@ class SDXLPipeline:
             # StableDiffusionXLPipeline's default, for checkpoints whose model_index.json omits it.
             force_zeros_for_empty_prompt=bool(metadata.get("force_zeros_for_empty_prompt", True)),
             text_encoders=dict(metadata["text_encoders"]),
-            limits=Limits(
+            limits=Limits.from_metadata(
+                metadata,
                 sizes=SIZES,
-                default_size="1024x1024",
-                min_side=128,
-                max_side=2048,
                 side_multiple=int(metadata["side_multiple"]),
-                default_steps=int(metadata["default_steps"]),
-                max_steps=100,
-                default_guidance=float(metadata["default_guidance"]),
-                max_guidance=20.0,
                 default_strength=DEFAULT_STRENGTH,
                 parameters=PARAMETERS,
             ),
@@ -123,13 +118,13 @@ class SDXLPipeline:
     def _model(self, component: str) -> str:
         return f"{self.name}_{component}"
 
-    async def generate(self, job: GenerationJob) -> Generation:
+    async def generate(self, job: GenerationJob, progress: Progress) -> Generation:
         clock = InferenceClock()
         sigmas, timesteps = self.scheduler.schedule(job.steps)
         start, latents = await self.prepare_latents(job, sigmas, clock)  # first: it may refuse `strength`
         guided = job.guidance > 1  # StableDiffusionXLPipeline.do_classifier_free_guidance
         prompt_embeds, pooled = await self.encode_prompt(job.prompt, job.negative_prompt, guided, clock)
-        latents = await self.denoise(latents, prompt_embeds, pooled, job, sigmas, timesteps, start, clock)
+        latents = await self.denoise(latents, prompt_embeds, pooled, job, sigmas, timesteps, start, clock, progress)
         images = await decode_latents(self.triton, self._model("vae_decoder"), latents, clock)
         return Generation(images=images, compute_seconds=clock.seconds)
 
@@ -192,6 +187,7 @@ class SDXLPipeline:
         timesteps: np.ndarray,
         start: int,
         clock: InferenceClock,
+        progress: Progress,
     ) -> np.ndarray:
         """The Euler loop from step `start`: one UNet call per step for the whole batch.
 
@@ -215,4 +211,5 @@ class SDXLPipeline:
                 unconditional, conditional = noise_pred[:n], noise_pred[n:]
                 noise_pred = unconditional + np.float32(job.guidance) * (conditional - unconditional)
             latents = self.scheduler.step(latents, noise_pred, sigma, sigmas[index + 1])
+            progress.stepped(index + 1, len(timesteps))
         return latents

@@ -221,3 +221,13 @@ def test_n_images_share_one_denoiser_execution_per_step(server: Server) -> None:
     served_images(server, {"prompt": PROMPT, "size": "256x256", "n": 5, "steps": 3})
     after_inferences, after_executions = transformer_counts()
     assert (after_inferences - inferences, after_executions - executions) == (15, 3)
+
+
+def test_model_specific_parameters_pass_through_the_sdk_extra_body(server: Server) -> None:
+    client = OpenAI(api_key=API_KEY, base_url=server.base_url)
+    common = {"model": "sdxl", "prompt": PROMPT, "size": "256x256", "output_format": "webp"}
+    extra = {"steps": 3, "guidance": 6.0, "negative_prompt": "blurry", "seed": 11}
+    response = client.images.generate(**common, extra_body=extra)  # type: ignore[call-overload]
+    same = post(server, {**common, **extra}).json()["data"][0]["b64_json"]
+    assert response.data[0].b64_json == same
+    assert decode(same).format == "WEBP"
