@@ -10,6 +10,8 @@ TINY_MODELS := flux-schnell flux-dev sdxl
 EXPORTED := $(REPO)/flux-schnell_transformer/1/model.onnx
 SAFETY   := $(REPO)/image_safety/1/model.onnx
 NODE_SDK := tests/e2e/node/node_modules/.package-lock.json
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: serve test check model clean
 
@@ -43,7 +45,12 @@ check: $(STAMP)
 $(NODE_SDK): tests/e2e/node/package-lock.json
 	npm ci --prefix tests/e2e/node --no-audit --no-fund --silent
 
-test: check $(NODE_SDK)
+# Debian's chromium, which the Studio's browser tests drive through Playwright (no browser download).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: check $(NODE_SDK) $(CHROMIUM)
 	$(BIN)/pytest
 
 clean:

@@ -6,29 +6,37 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from frontend.accounting import Ledger
+from frontend.admission import Admission
 from frontend.api.auth import login, logout
+from frontend.api.body_limits import BodyLimits
 from frontend.api.errors import (
     APIError,
+    InferenceUnavailable,
     InternalError,
     MethodNotAllowed,
     RouteNotFound,
     error_response,
     handle_api_error,
 )
-from frontend.api.images import create_images
+from frontend.api.images import create_images, get_progress
 from frontend.api.models import list_models
+from frontend.api.openapi import document, openapi_json
 from frontend.auth.credentials import Authenticator
 from frontend.auth.local_secrets import kept_secret, random_token
 from frontend.auth.sessions import Sessions
 from frontend.catalog import discover
+from frontend.progress import ProgressBoard
 from frontend.rate_limits import Limits, RateLimiter
 from frontend.safety import SafetyFilter
 from frontend.settings import Settings
@@ -37,10 +45,27 @@ from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)
 
+STUDIO = Path(__file__).parent / "static" / "studio"
+"""The Studio's page: static files, no build step (README, Studio)."""
+
 
 async def healthz(request: Request) -> JSONResponse:
     """Answers while the process is up; readiness of the models is a separate question."""
     return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when Triton answers and every model in it is ready: the signal a load balancer routes by.
+    Also reports, per model, generations running and queued."""
+    state = request.app.state
+    if not await state.triton.ready():
+        return error_response(InferenceUnavailable("Triton is not reachable or a model is not ready."))
+    return JSONResponse({"status": "ready", "models": state.admission.load()})
+
+
+async def to_studio(request: Request) -> RedirectResponse:
+    """The root is the Studio's address too, for a person who types only the host."""
+    return RedirectResponse("/studio/")
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -58,7 +83,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        triton = TritonClient(triton_url)
+        triton = app.state.triton = TritonClient(triton_url, settings.triton_timeout)
         try:
             app.state.catalog = await discover(triton, settings.aliases, settings.default_model)
             app.state.safety = await SafetyFilter.load(settings.prompt_policy, triton, settings.safety_threshold)
@@ -69,16 +94,22 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/images/generations", create_images, methods=["POST"]),
+            Route("/v1/images/progress/{progress_id}", get_progress, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/auth/login", login, methods=["POST"]),
             Route("/v1/auth/logout", logout, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+            Route("/", to_studio, methods=["GET"]),
+            Mount("/studio", StaticFiles(directory=STUDIO, html=True), name="studio"),
         ],
         exception_handlers={
             APIError: handle_api_error,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
+        middleware=[Middleware(BodyLimits, max_body_bytes=settings.max_body_bytes)],
         lifespan=lifespan,
     )
     session_secret = settings.session_secret or kept_secret(settings.state_dir / "session_secret", random_token)
@@ -86,5 +117,8 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
     app.state.auth = Authenticator(store, Sessions(store, session_secret, settings.session_ttl_seconds))
     app.state.rate_limits = RateLimiter(Limits(settings.requests_per_minute, settings.concurrent_generations))
     app.state.ledger = Ledger(store, settings.device_watts)
+    app.state.admission = Admission(settings.running_per_model, settings.queued_per_model, settings.request_timeout)
+    app.state.openapi = document()
+    app.state.progress = ProgressBoard()
     app.state.started = int(time.time())
     return app

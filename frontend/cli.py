@@ -44,6 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     admin.add_commands(commands)
 
+    bench = commands.add_parser("bench", help="measure a running server: throughput and latency per concurrency")
+    bench.add_argument("--url", default="http://127.0.0.1:8000/v1", help="the API's base URL")
+    bench.add_argument("--key", required=True, help="an API key with inference.images on a studio plan")
+    bench.add_argument("--model", default="flux-schnell")
+    bench.add_argument("--width", type=int, default=1024)
+    bench.add_argument("--height", type=int, default=1024)
+    bench.add_argument("--steps", type=int, help="the model's default when left out")
+    bench.add_argument("--n", type=int, default=1, help="images per request")
+    bench.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
+    bench.add_argument("--concurrency", default="1,2,4,8", help="comma-separated concurrency levels")
+    bench.add_argument("--json", type=Path, help="also write the results here")
+
     serve = commands.add_parser("serve", help="serve the API (starting an embedded Triton unless --triton-url)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -66,6 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from export.safety import export_safety_model
 
             export_safety_model(args.repository, args.seed, args.version)
+        elif args.command == "bench":
+            from frontend.bench import BenchConfig, bench
+
+            levels = tuple(int(level) for level in args.concurrency.split(","))
+            config = BenchConfig(
+                args.url, args.key, args.model, args.width, args.height, args.steps, args.n, args.requests, levels
+            )
+            bench(config, args.json)
         elif args.command in admin.COMMANDS:
             admin.run(args, Settings.from_env())
         else:
@@ -108,7 +128,16 @@ def serve_command(args: argparse.Namespace) -> None:
             triton_url = stack.enter_context(triton).url
         app = create_app(settings, store, triton_url)
         print(f"Serving http://{settings.host}:{settings.port}/v1  API key: {api_key}", file=sys.stderr, flush=True)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+        # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for up to the grace
+        # period, then returns; the exit stack stops Triton after that.
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            access_log=False,
+            timeout_graceful_shutdown=settings.shutdown_grace,
+        )
 
 
 async def open_store(settings: Settings, operator_key: str) -> SqliteStore:

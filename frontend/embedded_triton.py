@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.request
 import uuid
@@ -35,6 +36,8 @@ _SHM = Path("/dev/shm")
 _POLL_S = 0.1
 _EXIT_TIMEOUT_S = 5
 _LOG_TAIL_LINES = 40
+_RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+"""Waits before successive restarts of a server that died; the last repeats until one succeeds."""
 # Triton logs these at once but exits only after unloading the other models (seconds later).
 # Example: E1126 14:29:22.5 5224 model_lifecycle.cc:642] "failed to load 'x' version 1: ..."
 _FATAL_LINE = re.compile(r'^E.*\] "(failed to load |Poll failed for model directory )', re.MULTILINE)
@@ -95,7 +98,8 @@ def _group_running(pgid: int) -> bool:
 
 
 class EmbeddedTriton:
-    """Owns one ``tritonserver`` child process, its process group and its /dev/shm regions.
+    """Owns one ``tritonserver`` child process, its process group and its /dev/shm regions, and
+    restarts it (with backoff) if it dies while it should run.
 
     Ports given as 0 are replaced by free ones; ``grpc_port``/``metrics_port`` of None disable those
     endpoints. ``state_dir`` holds the assembled backend folder and ``triton.log``; two running
@@ -122,6 +126,9 @@ class EmbeddedTriton:
         self._shm_prefix = f"triton_embedded_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
+        self._ready_timeout = 120.0
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -129,11 +136,20 @@ class EmbeddedTriton:
         return f"127.0.0.1:{self.http_port}"
 
     def start(self, ready_timeout: float = 120.0) -> None:
-        """Launch the server; return once it and every model in the repository are ready."""
+        """Launch the server; return once it and every model in the repository are ready, and
+        supervise it from then on."""
         if self._process is not None:
             raise EmbeddedTritonError("this server is already running")
         if not self.model_repository.is_dir():
             raise EmbeddedTritonError(f"model repository not found: {self.model_repository}")
+        self._ready_timeout = ready_timeout
+        self._stopping.clear()
+        self._launch()
+        self._supervisor = threading.Thread(target=self._supervise, name="triton-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _launch(self) -> None:
+        """Start the process and wait until it is ready; a failed start leaves nothing running."""
         for port in (self.http_port, self.metrics_port, self.grpc_port):
             if port is not None:
                 _check_port_free(port)
@@ -187,18 +203,46 @@ class EmbeddedTriton:
                 start_new_session=True,
             )
         try:
-            self._wait_ready(started + ready_timeout)
+            self._wait_ready(started + self._ready_timeout)
         except BaseException:
-            self.stop(timeout=0)  # a failed start has nothing to finish gracefully
+            self._end(timeout=0)  # a failed start has nothing to finish gracefully
             raise
         logger.info("tritonserver ready after %.2f s", time.monotonic() - started)
 
+    def _supervise(self) -> None:
+        """Restart the server whenever it dies, waiting longer after each failed restart."""
+        failures = 0
+        while not self._stopping.wait(_POLL_S):
+            assert self._process is not None
+            status = _exit_status(self._process)
+            if status is None:
+                continue
+            logger.error("tritonserver %s; restarting it", status)
+            self._end(timeout=0)  # its stubs and /dev/shm regions
+            while not self._stopping.wait(_RESTART_DELAYS_S[min(failures, len(_RESTART_DELAYS_S) - 1)]):
+                try:
+                    self._launch()
+                except EmbeddedTritonError as exc:
+                    failures += 1
+                    logger.error("restarting tritonserver failed (attempt %d): %s", failures, exc)
+                    continue
+                failures = 0
+                break
+
     def stop(self, timeout: float = 15.0) -> None:
-        """Shut down gracefully (SIGTERM), SIGKILL the process group after ``timeout``, free /dev/shm.
+        """Stop supervising, then shut down gracefully (SIGTERM), SIGKILL the process group after
+        ``timeout``, free /dev/shm.
 
         A graceful stop takes ~2-4 s (Triton unloads the models one poll second at a time), up to
         ``_EXIT_TIMEOUT_S`` while clients keep connections open; ``timeout=0`` kills at once.
         """
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()  # a restart under way notices _stopping within a poll
+            self._supervisor = None
+        self._end(timeout)
+
+    def _end(self, timeout: float) -> None:
         process, self._process = self._process, None
         if process is not None:
             if timeout > 0 and _exit_status(process) is None:
@@ -255,6 +299,8 @@ class EmbeddedTriton:
     def _wait_ready(self, deadline: float) -> None:
         assert self._process is not None
         while True:
+            if self._stopping.is_set():
+                raise EmbeddedTritonError("stopped while starting")
             if _FATAL_LINE.search(self._run_log()):
                 raise self._error("a model failed to load")
             status = _exit_status(self._process)

@@ -39,6 +39,18 @@ class Settings:
     """Images whose `unsafe_score` from the image-safety model reaches this are refused."""
     prompt_policy: Path = DEFAULT_PROMPT_POLICY
     """Regular expressions refused in prompts; the default is documented in the file itself."""
+    running_per_model: int = 4
+    queued_per_model: int = 16
+    """Admission per model: generations running at once, and waiting behind them before a 429."""
+    request_timeout: float = 300.0
+    """Seconds a generation may take, queueing included, before a 504 frees its slot."""
+    triton_timeout: float = 60.0
+    """Seconds one Triton call may take before the request fails with a 503 (a stalled server)."""
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_pixels_per_request: int = 16 * 1024 * 1024
+    """n x width x height of one request."""
+    shutdown_grace: int = 30
+    """On SIGTERM, seconds in-flight requests may still run before the server stops anyway."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,6 +72,13 @@ class Settings:
             concurrent_generations=int(env.get("IMAGEGEN_CONCURRENT_GENERATIONS", cls.concurrent_generations)),
             safety_threshold=float(env.get("IMAGEGEN_SAFETY_THRESHOLD", cls.safety_threshold)),
             prompt_policy=Path(env.get("IMAGEGEN_PROMPT_POLICY", cls.prompt_policy)),
+            running_per_model=int(env.get("IMAGEGEN_RUNNING_PER_MODEL", cls.running_per_model)),
+            queued_per_model=int(env.get("IMAGEGEN_QUEUED_PER_MODEL", cls.queued_per_model)),
+            request_timeout=float(env.get("IMAGEGEN_REQUEST_TIMEOUT", cls.request_timeout)),
+            triton_timeout=float(env.get("IMAGEGEN_TRITON_TIMEOUT", cls.triton_timeout)),
+            max_body_bytes=int(env.get("IMAGEGEN_MAX_BODY_BYTES", cls.max_body_bytes)),
+            max_pixels_per_request=int(env.get("IMAGEGEN_MAX_PIXELS_PER_REQUEST", cls.max_pixels_per_request)),
+            shutdown_grace=int(env.get("IMAGEGEN_SHUTDOWN_GRACE", cls.shutdown_grace)),
         )
 
     @property

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -14,16 +15,27 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from frontend.api.errors import InferenceFailed, InferenceUnavailable
 
+T = TypeVar("T")
+
 IDENTITY = {"Accept-Encoding": "identity"}
 """aiohttp asks for gzip by default and Triton then compresses every tensor: a 1 MB output took
 69 ms instead of 5 ms here."""
+PROBE_TIMEOUT_S = 2.0
+"""Readiness questions are cheap; a Triton that takes longer to answer one is not ready."""
 
 
 class TritonClient:
-    """Async Triton client that also measures the time a request spends in Triton."""
+    """Async Triton client that also measures the time a request spends in Triton.
 
-    def __init__(self, url: str, timeout: float = 300.0) -> None:
+    Every call has a deadline (`timeout`, seconds), so a stalled Triton fails requests with a 503
+    instead of holding them; a dead one fails them at once (the connection drops or is refused).
+    aiohttp drops a dead Triton's connections and opens new ones, so a restarted Triton is used
+    again without a new client.
+    """
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
         self.url = url
+        self.timeout = timeout
         self._client = InferenceServerClient(url, conn_timeout=timeout)
 
     async def close(self) -> None:
@@ -40,30 +52,42 @@ class TritonClient:
         wanted = [InferRequestedOutput(name, binary_data=True) for name in outputs]
         started = time.perf_counter()
         try:
-            result = await self._client.infer(model, request, outputs=wanted, headers=IDENTITY)
+            result = await self._call(self._client.infer(model, request, outputs=wanted, headers=IDENTITY))
         except InferenceServerException as exc:
             raise _as_api_error(model, exc) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise InferenceUnavailable(f"The inference server cannot be reached: {exc}") from None
         finally:
             clock.seconds += time.perf_counter() - started
         return {name: result.as_numpy(name) for name in outputs}
 
     async def model_ready(self, model: str) -> bool:
+        return bool(await self._call(self._client.is_model_ready(model, headers=IDENTITY), PROBE_TIMEOUT_S))
+
+    async def ready(self) -> bool:
+        """Whether Triton answers and every model in its repository is ready (what `/readyz` asks)."""
         try:
-            return bool(await self._client.is_model_ready(model, headers=IDENTITY))
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise InferenceUnavailable(f"The inference server cannot be reached: {exc}") from None
+            index = await self._call(self._client.get_model_repository_index(headers=IDENTITY), PROBE_TIMEOUT_S)
+        except (InferenceUnavailable, InferenceServerException):
+            return False
+        return bool(index) and all(entry.get("state") == "READY" for entry in index)
 
     async def model_configs(self) -> dict[str, dict[str, Any]]:
         """Config of every ready model in the repository, by model name."""
         try:
-            index = await self._client.get_model_repository_index(headers=IDENTITY)
+            index = await self._call(self._client.get_model_repository_index(headers=IDENTITY))
             ready = [entry["name"] for entry in index if entry.get("state") == "READY"]
-            return {name: await self._client.get_model_config(name, headers=IDENTITY) for name in ready}
+            return {name: await self._call(self._client.get_model_config(name, headers=IDENTITY)) for name in ready}
         except InferenceServerException as exc:
             raise InferenceUnavailable(f"Triton did not list its models: {exc.message()}") from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+
+    async def _call(self, call: Awaitable[T], timeout: float | None = None) -> T:
+        """One request to Triton under its deadline, transport failures as InferenceUnavailable."""
+        seconds = self.timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(seconds):
+                return await call
+        except TimeoutError:
+            raise InferenceUnavailable(f"The inference server did not answer within {seconds:g} s.") from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise InferenceUnavailable(f"The inference server cannot be reached: {exc}") from None
 
 

@@ -60,6 +60,26 @@ def strict_server(model_repository: Path, tmp_path_factory: pytest.TempPathFacto
     stop_server(running)
 
 
+GUARDED_SETTINGS = {
+    "IMAGEGEN_REQUESTS_PER_MINUTE": "100000",
+    "IMAGEGEN_CONCURRENT_GENERATIONS": "100",
+    "IMAGEGEN_RUNNING_PER_MODEL": "2",
+    "IMAGEGEN_QUEUED_PER_MODEL": "2",
+    "IMAGEGEN_MAX_BODY_BYTES": str(1024 * 1024),
+    "IMAGEGEN_MAX_PIXELS_PER_REQUEST": str(2 * 256 * 256),
+}
+"""A small queue per model, a 1 MiB body limit and a two-256x256-image pixel budget; per-key limits
+out of the way, so every 429 is the queue's."""
+
+
+@pytest.fixture(scope="session")
+def guarded_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with tight overload and input limits (GUARDED_SETTINGS)."""
+    running = start_server(model_repository, tmp_path_factory.mktemp("guarded"), settings=GUARDED_SETTINGS)
+    yield running
+    stop_server(running)
+
+
 @pytest.fixture(scope="session")
 def diffusers_pipeline(tiny_checkpoint: Path) -> Any:
     from diffusers import FluxPipeline

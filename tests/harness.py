@@ -97,19 +97,30 @@ def descendants(pid: int) -> set[int]:
     pending = [pid]
     while pending:
         parent = pending.pop()
-        children = Path(f"/proc/{parent}/task/{parent}/children")
-        if children.exists():
+        # Each thread lists the children it started (the Triton supervisor's thread restarts it).
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
             kids = {int(child) for child in children.read_text().split()}
             found |= kids
             pending.extend(kids)
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie has ended)."""
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def embedded_triton_pid(server: Server) -> int:
+    """The tritonserver process that `server` started (a new one after each restart)."""
+    for pid in descendants(server.process.pid):
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"tritonserver"):
+            return pid
+    raise LookupError("the server runs no embedded tritonserver")
+
+
 def embedded_triton_url(server: Server) -> str:
     """host:port of the tritonserver that `server` started (its ports were chosen free)."""
-    for pid in descendants(server.process.pid):
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if arguments[0].endswith(b"tritonserver"):
-            port = next(a for a in arguments if a.startswith(b"--http-port=")).split(b"=")[1]
-            return f"127.0.0.1:{port.decode()}"
-    raise LookupError("the server runs no embedded tritonserver")
+    arguments = Path(f"/proc/{embedded_triton_pid(server)}/cmdline").read_bytes().split(b"\0")
+    port = next(a for a in arguments if a.startswith(b"--http-port=")).split(b"=")[1]
+    return f"127.0.0.1:{port.decode()}"

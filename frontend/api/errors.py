@@ -55,6 +55,25 @@ class RateLimited(APIError):
     status, type, code = 429, "rate_limit_error", "RATE_4290"
 
 
+class QueueFull(APIError):
+    """The model's queue is full: the server as a whole is busy, whatever the key's own limits;
+    `Retry-After` says when to try again."""
+
+    status, type, code = 429, "rate_limit_error", "OVERLOAD_4291"
+
+
+class PayloadTooLarge(APIError):
+    """The body is over the server's size limit."""
+
+    status, type, code = 413, "invalid_request_error", "VALIDATION_4130"
+
+
+class UnsupportedMediaType(APIError):
+    """A POST whose `Content-Type` is not JSON."""
+
+    status, type, code = 415, "invalid_request_error", "VALIDATION_4150"
+
+
 class MalformedBody(APIError):
     """The body is not a JSON object (or not JSON at all)."""
 
@@ -83,8 +102,21 @@ class UnsupportedResponseFormat(APIError):
     status, type, code = 400, "invalid_request_error", "VALIDATION_4005"
 
 
+class ClientClosedRequest(APIError):
+    """The client disconnected before the answer; its generation was stopped. No client sees this:
+    it is what the usage ledger records (499, as nginx logs it)."""
+
+    status, type, code = 499, "invalid_request_error", "CLIENT_4990"
+
+
 class RouteNotFound(APIError):
     status, type, code = 404, "invalid_request_error", "VALIDATION_4040"
+
+
+class ProgressNotFound(APIError):
+    """No generation of this caller's under that `X-Progress-Id`: not started yet, or long finished."""
+
+    status, type, code = 404, "invalid_request_error", "VALIDATION_4041"
 
 
 class MethodNotAllowed(APIError):
@@ -112,6 +144,12 @@ class InferenceFailed(APIError):
     """Triton answered a request with an error."""
 
     status, type, code = 502, "server_error", "INFERENCE_3502"
+
+
+class DeadlineExceeded(APIError):
+    """The request ran past the server's per-request deadline (queueing included); its work was stopped."""
+
+    status, type, code = 504, "server_error", "TIMEOUT_5040"
 
 
 class InternalError(APIError):

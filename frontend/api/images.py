@@ -1,5 +1,5 @@
 """`POST /v1/images/generations`: auth -> admission and ledger -> request model -> catalog -> pipeline
--> safety check -> encoding -> response."""
+-> safety check -> encoding -> response; and `GET /v1/images/progress/{id}`, how far one has got."""
 
 from __future__ import annotations
 
@@ -10,32 +10,46 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from frontend.accounting import Usage, Work
+from frontend.api.errors import InvalidParameter, ProgressNotFound
 from frontend.api.parameters import output_quality, resolve_job
 from frontend.api.protocol import ImageData, ImageResponse, parse_image_request
 from frontend.auth.scopes import IMAGES, STUDIO_ACCESS
 from frontend.imaging import encode_image_base64
+from frontend.pipelines.job import GenerationJob
+from frontend.progress import PROGRESS_HEADER, Progress
 
 
 async def create_images(request: Request) -> JSONResponse:
     """Who may generate, how often, and what it cost: the run itself is `generate_images`."""
     state = request.app.state
     principal = await state.auth.authorize(request, IMAGES, STUDIO_ACCESS)
-    with state.rate_limits.admit(principal):
+    with (
+        state.rate_limits.admit(principal),
+        state.progress.track(principal.id, request.headers.get(PROGRESS_HEADER)) as progress,
+    ):
         async with state.ledger.record(principal) as usage:
-            return await generate_images(request, usage)
+            # Read before the run: a disconnect is then the only message left to wait for.
+            body = await request.body()
+            return await state.admission.run(request, generate_images(request, body, usage, progress))
 
 
-async def generate_images(request: Request, usage: Usage) -> JSONResponse:
+async def generate_images(request: Request, body: bytes, usage: Usage, progress: Progress) -> JSONResponse:
+    """Under the request's deadline, stopped if the client disconnects (`admission.py`)."""
     state = request.app.state
-    image_request = parse_image_request(await request.body())
+    image_request = parse_image_request(body)
     pipeline = state.catalog.resolve(image_request.model)
     job = await asyncio.to_thread(resolve_job, image_request, pipeline.name, pipeline.limits)
+    check_pixel_budget(job, state.settings.max_pixels_per_request)
     quality = output_quality(image_request)
     state.safety.check_prompt(job.prompt)
     usage.work = Work.of(pipeline.name, job)
-    generation = await pipeline.generate(job)
+    async with state.admission.slot(pipeline.name):
+        progress.stage = "generating"
+        generation = await pipeline.generate(job, progress)
     usage.measured(generation.compute_seconds)
+    progress.stage = "checking"
     await state.safety.check_images(generation.images, usage.clock)
+    progress.stage = "encoding"
     encoded = await asyncio.gather(
         *(
             asyncio.to_thread(encode_image_base64, image, image_request.output_format, quality)
@@ -50,3 +64,25 @@ async def generate_images(request: Request, usage: Usage) -> JSONResponse:
         credits_cost=cost.credits,
     )
     return JSONResponse(response.model_dump(exclude_none=True))
+
+
+def check_pixel_budget(job: GenerationJob, budget: int) -> None:
+    """n x width x height bounds one request's memory and compute, whatever mix of n and size it asks."""
+    pixels = len(job.seeds) * job.width * job.height
+    if pixels > budget:
+        raise InvalidParameter(
+            f"n x width x height is {len(job.seeds)} x {job.width} x {job.height} = {pixels} pixels; "
+            f"a request may ask for at most {budget}.",
+            param="n",
+        )
+
+
+async def get_progress(request: Request) -> JSONResponse:
+    """The caller's own generation named by `X-Progress-Id`; the same credentials as generating."""
+    state = request.app.state
+    principal = await state.auth.authorize(request, IMAGES, STUDIO_ACCESS)
+    progress_id = request.path_params["progress_id"]
+    progress = state.progress.get(principal.id, progress_id)
+    if progress is None:
+        raise ProgressNotFound(f"No generation of yours is running or just finished under `{progress_id}`.")
+    return JSONResponse({"id": progress_id, "stage": progress.stage, "step": progress.step, "steps": progress.steps})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from frontend.api.errors import (
     APIError,
@@ -21,13 +22,26 @@ MAX_PROMPT_CHARACTERS = 10_000
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+"""C0 controls but tab and newlines, DEL, and lone surrogates (which JSON can escape but UTF-8 cannot
+encode): no tokenizer reads them as text, so a prompt holding one is refused, not silently mangled."""
+
+
+def _printable(text: str) -> str:
+    if found := CONTROL_CHARACTERS.search(text):
+        raise ValueError(f"control character U+{ord(found.group()):04X} at position {found.start()}")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_printable)]
+
 
 class ImageRequest(BaseModel):
     """The request body; parameters a model does not know are rejected, never silently dropped."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARACTERS)
+    prompt: Text = Field(min_length=1, max_length=MAX_PROMPT_CHARACTERS)
     model: str | None = None
     n: int = Field(default=1, ge=1, le=MAX_IMAGES)
     size: str | None = None
@@ -45,7 +59,7 @@ class ImageRequest(BaseModel):
     # Model-specific parameters (MODEL_PARAMETERS): a model that does not use one refuses it.
     steps: int | None = Field(default=None, ge=1)
     guidance: float | None = Field(default=None, ge=0)
-    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARACTERS)
+    negative_prompt: Text | None = Field(default=None, max_length=MAX_PROMPT_CHARACTERS)
     true_cfg_scale: float | None = Field(default=None, ge=1)
     input_images: list[str] | None = Field(default=None, min_length=1, max_length=MAX_IMAGES)
     strength: float | None = Field(default=None, gt=0, le=1)
@@ -83,6 +97,8 @@ def parse_image_request(body: bytes) -> ImageRequest:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedBody(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedBody("The request body nests JSON too deeply.") from None
     if not isinstance(document, dict):
         raise MalformedBody("The request body must be a JSON object.")
     try:

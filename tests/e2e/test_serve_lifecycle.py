@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import descendants, start_server
+from tests.harness import alive, descendants, start_server
 
 SHM = Path("/dev/shm")
-
-
-def alive(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "State:\tZ" not in status.read_text()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -1,0 +1,148 @@
+"""The API's OpenAPI 3.1 document, served at `/openapi.json` without credentials.
+
+Schemas come from the pydantic models the routes parse and answer with, and error responses from
+the error family, so the document cannot drift from the code; tests/e2e/test_openapi.py checks that
+every route is in it and fuzzes the server from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from frontend.api import errors
+from frontend.api.auth import LoginRequest
+from frontend.api.protocol import ImageRequest, ImageResponse
+
+JSON = "application/json"
+BODY_ERRORS = (errors.MalformedBody, errors.InvalidParameter, errors.PayloadTooLarge, errors.UnsupportedMediaType)
+AUTH_ERRORS = (errors.Unauthenticated, errors.ScopeMissing, errors.PlanLacksBenefit)
+TRITON_ERRORS = (errors.InferenceFailed, errors.InferenceUnavailable)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _errors(*classes: type[errors.APIError]) -> dict[str, Any]:
+    """Responses by status, each listing the codes it carries."""
+    codes: dict[int, list[str]] = {}
+    for cls in classes:
+        codes.setdefault(cls.status, []).append(cls.code)
+    return {str(status): _json(_ref("Error"), ", ".join(found)) for status, found in sorted(codes.items())}
+
+
+def _operation(summary: str, ok: dict[str, Any], *failures: type[errors.APIError], **more: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": {"200": ok, **_errors(*failures, errors.InternalError)}, **more}
+
+
+def _schemas(*models: type[BaseModel]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        found.update(schema.pop("$defs", {}))
+        found[model.__name__] = schema
+    return found
+
+
+OBJECT = {"type": "object"}
+BEARER = [{"bearer": []}]
+
+
+def document() -> dict[str, Any]:
+    images = _operation(
+        "Create images from a prompt (OpenAI's Images API)",
+        _json(_ref("ImageResponse"), "The images"),
+        *BODY_ERRORS,
+        errors.PromptMissing,
+        errors.UnsupportedResponseFormat,
+        errors.ParameterNotSupported,
+        errors.ContentRejected,
+        *AUTH_ERRORS,
+        errors.ModelNotFound,
+        errors.RateLimited,
+        errors.QueueFull,
+        *TRITON_ERRORS,
+        errors.DeadlineExceeded,
+        requestBody={"required": True, "content": {JSON: {"schema": _ref("ImageRequest")}}},
+        security=BEARER,
+    )
+    progress = _operation(
+        "How far one of the caller's generations has got (sent as `X-Progress-Id`)",
+        _json(OBJECT, "Its stage and step"),
+        *AUTH_ERRORS,
+        errors.ProgressNotFound,
+        parameters=[{"name": "progress_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        security=BEARER,
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "imagegen", "version": "1", "description": "OpenAI-compatible image generation"},
+        "paths": {
+            "/v1/images/generations": {"post": images},
+            "/v1/images/progress/{progress_id}": {"get": progress},
+            "/v1/models": {
+                "get": _operation("The models and their parameters", _json(OBJECT, "The models"), *AUTH_ERRORS)
+            },
+            "/v1/auth/login": {
+                "post": _operation(
+                    "Start a browser session",
+                    _json(OBJECT, "The session's CSRF token; the session cookie is set"),
+                    *BODY_ERRORS,
+                    errors.Unauthenticated,
+                    requestBody={"required": True, "content": {JSON: {"schema": _ref("LoginRequest")}}},
+                )
+            },
+            "/v1/auth/logout": {
+                "post": {
+                    "summary": "End the browser session",
+                    "responses": {
+                        "204": {"description": "Ended"},
+                        **_errors(errors.Unauthenticated, errors.CsrfRejected),
+                    },
+                }
+            },
+            "/healthz": {"get": _operation("The process is up", _json(OBJECT, "ok"))},
+            "/readyz": {
+                "get": _operation(
+                    "Triton answers and every model is ready; per model, generations running and queued",
+                    _json(OBJECT, "Ready"),
+                    errors.InferenceUnavailable,
+                )
+            },
+            "/openapi.json": {"get": _operation("This document", _json(OBJECT, "OpenAPI 3.1"))},
+        },
+        "components": {
+            "schemas": {
+                **_schemas(ImageRequest, ImageResponse, LoginRequest),
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["message", "type", "param", "code"],
+                            "properties": {
+                                "message": {"type": "string"},
+                                "type": {"type": "string"},
+                                "param": {"type": ["string", "null"]},
+                                "code": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+async def openapi_json(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.openapi)

@@ -1,0 +1,128 @@
+"""`imagegen bench`: load any running server with image requests and report what perf_analyzer
+reports for models, for images: throughput, latency percentiles and time per step, per concurrency.
+
+It is a client only: it measures what a user of the API sees, over HTTP, with the server's own
+batching and queueing included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+PROGRESS_WIDTH = 30
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    url: str  # base URL, e.g. http://127.0.0.1:8000/v1
+    key: str
+    model: str
+    width: int
+    height: int
+    steps: int | None
+    n: int
+    requests: int
+    concurrencies: tuple[int, ...]
+    warmup: int = 2
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    requests_per_second: float
+    images_per_second: float
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p99_ms: float
+    step_ms: float | None  # p50 latency / steps: the per-step cost a client sees, overhead included
+
+
+async def run_bench(config: BenchConfig) -> list[BenchResult]:
+    limits = httpx.Limits(max_connections=max(config.concurrencies))
+    async with httpx.AsyncClient(base_url=config.url, timeout=600, limits=limits) as client:
+        await _run(client, config, config.warmup, 1, show=False)
+        return [await _run(client, config, config.requests, concurrency) for concurrency in config.concurrencies]
+
+
+async def _run(
+    client: httpx.AsyncClient, config: BenchConfig, total: int, concurrency: int, show: bool = True
+) -> BenchResult:
+    body: dict[str, Any] = {"model": config.model, "prompt": "a lighthouse on a cliff at dusk", "n": config.n}
+    body |= {"width": config.width, "height": config.height, "seed": 0}
+    if config.steps is not None:
+        body["steps"] = config.steps
+    headers = {"Authorization": f"Bearer {config.key}"}
+    latencies: list[float] = []
+    errors = 0
+    pending = iter(range(total))
+
+    async def worker() -> None:
+        nonlocal errors
+        for _ in pending:
+            started = time.perf_counter()
+            response = await client.post("/images/generations", json=body, headers=headers)
+            if response.status_code == 200:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+            if show:
+                _progress(concurrency, len(latencies) + errors, total)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    if show:
+        print(file=sys.stderr)
+    p50, p90, p99 = (float(np.percentile(latencies, q)) * 1000 if latencies else float("nan") for q in (50, 90, 99))
+    return BenchResult(
+        concurrency=concurrency,
+        requests=total,
+        errors=errors,
+        seconds=seconds,
+        requests_per_second=len(latencies) / seconds,
+        images_per_second=len(latencies) * config.n / seconds,
+        latency_p50_ms=p50,
+        latency_p90_ms=p90,
+        latency_p99_ms=p99,
+        step_ms=p50 / config.steps if config.steps else None,
+    )
+
+
+def _progress(concurrency: int, done: int, total: int) -> None:
+    filled = PROGRESS_WIDTH * done // total
+    bar = "#" * filled + "." * (PROGRESS_WIDTH - filled)
+    print(f"\rconcurrency {concurrency:>3} [{bar}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+def format_table(results: Sequence[BenchResult]) -> str:
+    header = (
+        f"{'conc':>4} {'req/s':>7} {'img/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'step ms':>8} {'errors':>6}"
+    )
+    rows = [
+        f"{r.concurrency:>4} {r.requests_per_second:>7.2f} {r.images_per_second:>7.2f} {r.latency_p50_ms:>8.1f} "
+        f"{r.latency_p90_ms:>8.1f} {r.latency_p99_ms:>8.1f} "
+        f"{(f'{r.step_ms:.1f}' if r.step_ms is not None else '-'):>8} {r.errors:>6}"
+        for r in results
+    ]
+    return "\n".join([header, *rows])
+
+
+def bench(config: BenchConfig, json_path: Path | None) -> list[BenchResult]:
+    results = asyncio.run(run_bench(config))
+    print(format_table(results))
+    if json_path is not None:
+        json_path.write_text(json.dumps({"config": asdict(config), "results": [asdict(r) for r in results]}, indent=2))
+    return results

@@ -1,0 +1,157 @@
+// The Studio: sign in, pick a model and its parameters, generate while following the server's
+// step count, and keep the results in this browser.
+
+import { ApiError, call } from "./api.js";
+import { requestBody, showModels } from "./form.js";
+import { forget, generations, remember } from "./history.js";
+import { generationCard } from "./results.js";
+
+const POLL_MS = 250;
+const HINTS = {
+  VALIDATION_4003:
+    "Your account's plan does not include the Studio: ask the operator for a plan with studio_access.",
+};
+
+const $ = (id) => document.getElementById(id);
+
+// The API's own message and code, and what to do about it where the code alone does not say.
+function showError(error) {
+  const detail = error instanceof ApiError ? ` (${error.code}) ${HINTS[error.code] ?? ""}` : "";
+  $("error").textContent = `${error.message}${detail}`.trim();
+  $("error").hidden = false;
+}
+
+function showProgress({ stage, step, steps }) {
+  $("progress-bar").max = steps || 1;
+  $("progress-bar").value = step;
+  $("progress-text").textContent = steps ? `Step ${step} of ${steps} · ${stage}` : stage;
+}
+
+function progressId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+// Polls the server's count of denoising steps while the POST runs, and once after it answers,
+// so the last state shown is the server's own end.
+async function followProgress(id, answer) {
+  let settled = false;
+  const settle = answer.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  for (;;) {
+    const last = settled;
+    try {
+      showProgress(await call("GET", `/images/progress/${id}`));
+    } catch {
+      // 404 until the server has admitted the request; the POST's own answer reports failures.
+    }
+    if (last) return;
+    await Promise.race([settle, new Promise((resolve) => setTimeout(resolve, POLL_MS))]);
+  }
+}
+
+async function toBlob(b64, format) {
+  return (await fetch(`data:image/${format};base64,${b64}`)).blob();
+}
+
+async function generate(event) {
+  event.preventDefault();
+  const body = requestBody(event.target);
+  const id = progressId();
+  $("run").disabled = true;
+  $("error").hidden = true;
+  $("progress").hidden = false;
+  showProgress({ stage: "waiting", step: 0, steps: 0 });
+  try {
+    const answer = call("POST", "/images/generations", { body, headers: { "X-Progress-Id": id } });
+    await followProgress(id, answer);
+    const response = await answer;
+    const format = body.output_format ?? "png";
+    const images = await Promise.all(
+      response.data.map(async ({ b64_json, seed, revised_prompt }) => ({
+        blob: await toBlob(b64_json, format),
+        seed,
+        revised_prompt,
+      })),
+    );
+    // The first image's seed makes the copied code give the same images again.
+    const generation = {
+      created: response.created,
+      request: { ...body, seed: response.data[0].seed },
+      images,
+      energy_cost: response.energy_cost,
+      credits_cost: response.credits_cost,
+    };
+    $("result").replaceChildren(generationCard(generation));
+    await remember(generation);
+    await showHistory();
+  } catch (error) {
+    $("progress").hidden = true;
+    showError(error);
+  } finally {
+    $("run").disabled = false;
+  }
+}
+
+async function showHistory() {
+  $("history-list").replaceChildren(...(await generations()).map(generationCard));
+}
+
+async function enter(username) {
+  const models = await call("GET", "/models");
+  $("account-name").textContent = username ?? "";
+  $("sign-in").hidden = true;
+  $("account").hidden = $("studio").hidden = false;
+  showModels($("generate"), models.data);
+  await showHistory();
+  $("prompt").focus();
+}
+
+function leave() {
+  localStorage.removeItem("imagegen-username");
+  $("account").hidden = $("studio").hidden = true;
+  $("sign-in").hidden = false;
+  $("username").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const form = event.target;
+  try {
+    const account = await call("POST", "/auth/login", {
+      body: { username: form.username.value, password: form.password.value },
+    });
+    localStorage.setItem("imagegen-username", account.username);
+    form.reset();
+    $("sign-in-error").hidden = true;
+    await enter(account.username);
+  } catch (error) {
+    $("sign-in-error").textContent = error.message;
+    $("sign-in-error").hidden = false;
+  }
+}
+
+async function signOut() {
+  // A session that already expired has nothing left to end: the page signs out either way.
+  await call("POST", "/auth/logout").catch(() => {});
+  leave();
+}
+
+async function start() {
+  $("sign-in").addEventListener("submit", signIn);
+  $("sign-out").addEventListener("click", signOut);
+  $("generate").addEventListener("submit", generate);
+  $("clear-history").addEventListener("click", async () => {
+    await forget();
+    await showHistory();
+  });
+  try {
+    await enter(localStorage.getItem("imagegen-username"));
+  } catch {
+    leave();
+  }
+}
+
+start();
