@@ -22,7 +22,7 @@ Triton's model-config API, so deploying a model to Triton is all an operator doe
 
 ONNX_BACKEND = "onnxruntime"
 TOKENIZER_BACKEND = "tokenizer"
-TRITON_TYPES = {"FP32": pb.TYPE_FP32, "INT64": pb.TYPE_INT64, "STRING": pb.TYPE_STRING}
+TRITON_TYPES = {"FP32": pb.TYPE_FP32, "INT64": pb.TYPE_INT64, "STRING": pb.TYPE_STRING, "BOOL": pb.TYPE_BOOL}
 
 
 def model_name(pipeline: str, component: str) -> str:
@@ -49,12 +49,16 @@ def onnx_model_config(
 
 
 def tokenizer_model_config(pipeline: str, encoders: Mapping[str, int]) -> pb.ModelConfig:
-    """The tokenizer model: one prompt in, fixed-length ids out for each text encoder."""
+    """The tokenizer model: one prompt in, fixed-length ids out for each text encoder, and whether
+    any of them cut the prompt at its limit."""
     config = pb.ModelConfig(name=model_name(pipeline, "tokenizer"), backend=TOKENIZER_BACKEND, max_batch_size=16)
     _add_tensors(config.input, (TensorSpec("prompt", "STRING", ("batch", 1)),))
     _add_tensors(
         config.output,
-        tuple(TensorSpec(f"{name}_input_ids", "INT64", ("batch", length)) for name, length in encoders.items()),
+        (
+            *(TensorSpec(f"{name}_input_ids", "INT64", ("batch", length)) for name, length in encoders.items()),
+            TensorSpec("prompt_truncated", "BOOL", ("batch", 1)),
+        ),
     )
     config.dynamic_batching.SetInParent()
     _single_instance(config)

@@ -15,6 +15,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
+TRUNCATED = "prompt_truncated"
+"""Output: whether any encoder's tokenizer cut the prompt at its limit (its overflow is dropped)."""
+
 
 class TritonPythonModel:
     """Tokenizes a batch of prompts with every tokenizer the config's ``encoders`` parameter names."""
@@ -25,7 +28,7 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self._tokenizers = {f"{name}_input_ids": _load(version_dir / name / "tokenizer.json") for name in encoders}
         configured = {o["name"] for o in config["output"]}
-        if configured != set(self._tokenizers):
+        if configured != {*self._tokenizers, TRUNCATED}:
             raise ValueError(f"config outputs {sorted(configured)} do not match encoders {encoders}")
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -41,13 +44,18 @@ class TritonPythonModel:
         # TYPE_STRING dims [1] with batching: an object array of bytes shaped (batch, 1).
         raw = pb_utils.get_input_tensor_by_name(request, "prompt").as_numpy().reshape(-1)
         prompts = [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in raw]
-        wanted = request.requested_output_names() or self._tokenizers.keys()
+        wanted = set(request.requested_output_names() or [*self._tokenizers, TRUNCATED])
         tensors = []
-        for name in wanted:
-            encodings = self._tokenizers[name].encode_batch(prompts)
+        truncated = np.zeros((len(prompts), 1), dtype=np.bool_)
+        for name, tokenizer in self._tokenizers.items():
+            encodings = tokenizer.encode_batch(prompts)
             if len({len(e.ids) for e in encodings}) > 1:
                 raise ValueError(f"{name}: tokenizer.json must pad to a fixed length")
-            tensors.append(pb_utils.Tensor(name, np.array([e.ids for e in encodings], dtype=np.int64)))
+            truncated[:, 0] |= [bool(e.overflowing) for e in encodings]
+            if name in wanted:
+                tensors.append(pb_utils.Tensor(name, np.array([e.ids for e in encodings], dtype=np.int64)))
+        if TRUNCATED in wanted:
+            tensors.append(pb_utils.Tensor(TRUNCATED, truncated))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
 

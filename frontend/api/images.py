@@ -18,6 +18,10 @@ from frontend.imaging import encode_image_base64
 from frontend.pipelines.job import GenerationJob
 from frontend.progress import PROGRESS_HEADER, Progress
 
+PROMPT_TRUNCATED_HEADER = "X-Prompt-Truncated"
+"""Set to "true" when a text encoder read only the start of the prompt or negative prompt (CLIP: 77
+tokens, T5: 256 for schnell, 512 for dev), as diffusers truncates; the image still comes back."""
+
 
 async def create_images(request: Request) -> JSONResponse:
     """Who may generate, how often, and what it cost: the run itself is `generate_images`."""
@@ -63,7 +67,8 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
         energy_cost=cost.energy_kwh,
         credits_cost=cost.credits,
     )
-    return JSONResponse(response.model_dump(exclude_none=True))
+    headers = {PROMPT_TRUNCATED_HEADER: "true"} if generation.prompt_truncated else None
+    return JSONResponse(response.model_dump(exclude_none=True), headers=headers)
 
 
 def check_pixel_budget(job: GenerationJob, budget: int) -> None:

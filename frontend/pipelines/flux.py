@@ -109,7 +109,7 @@ class FluxPipeline:
         clock = InferenceClock()
         latent_height, latent_width = job.height // self.vae_scale_factor, job.width // self.vae_scale_factor
         prompts = [job.prompt] if job.negative_prompt is None else [job.prompt, job.negative_prompt]
-        pooled, prompt_embeds = await self.encode_prompts(prompts, clock)
+        pooled, prompt_embeds, truncated = await self.encode_prompts(prompts, clock)
         sigmas, timesteps = self.scheduler.schedule(job.steps, (latent_height // PACKING) * (latent_width // PACKING))
         start = 0
         noise = noise_batch(job.seeds, (self.latent_channels, latent_height, latent_width))
@@ -129,10 +129,10 @@ class FluxPipeline:
         images = await decode_latents(
             self.triton, self._model("vae_decoder"), unpack_latents(latents, latent_height, latent_width), clock
         )
-        return Generation(images=images, compute_seconds=clock.seconds)
+        return Generation(images=images, compute_seconds=clock.seconds, prompt_truncated=truncated)
 
-    async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray]:
-        """(CLIP pooled embeddings, T5 hidden states), one row per prompt."""
+    async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(CLIP pooled embeddings, T5 hidden states), one row per prompt, and whether one was truncated."""
         ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)
         clip, t5 = await asyncio.gather(
             self.triton.infer(
@@ -142,7 +142,7 @@ class FluxPipeline:
                 self._model("text_encoder_2"), {"input_ids": ids["text_encoder_2_input_ids"]}, ["prompt_embeds"], clock
             ),
         )
-        return clip["pooled_embeds"], t5["prompt_embeds"]
+        return clip["pooled_embeds"], t5["prompt_embeds"], bool(ids["prompt_truncated"].any())
 
     async def denoise(
         self,

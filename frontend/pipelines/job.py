@@ -33,6 +33,7 @@ class GenerationJob:
 class Generation:
     images: list[np.ndarray]  # uint8, height x width x 3
     compute_seconds: float  # time spent in Triton, the measured work behind energy_cost
+    prompt_truncated: bool  # a text encoder read only the start of the prompt or negative prompt
 
 
 @dataclass(frozen=True)

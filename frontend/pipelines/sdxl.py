@@ -123,15 +123,15 @@ class SDXLPipeline:
         sigmas, timesteps = self.scheduler.schedule(job.steps)
         start, latents = await self.prepare_latents(job, sigmas, clock)  # first: it may refuse `strength`
         guided = job.guidance > 1  # StableDiffusionXLPipeline.do_classifier_free_guidance
-        prompt_embeds, pooled = await self.encode_prompt(job.prompt, job.negative_prompt, guided, clock)
+        prompt_embeds, pooled, truncated = await self.encode_prompt(job.prompt, job.negative_prompt, guided, clock)
         latents = await self.denoise(latents, prompt_embeds, pooled, job, sigmas, timesteps, start, clock, progress)
         images = await decode_latents(self.triton, self._model("vae_decoder"), latents, clock)
-        return Generation(images=images, compute_seconds=clock.seconds)
+        return Generation(images=images, compute_seconds=clock.seconds, prompt_truncated=truncated)
 
     async def encode_prompt(
         self, prompt: str, negative_prompt: str | None, guided: bool, clock: InferenceClock
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(prompt embeddings, pooled embeddings): rows [unconditional, conditional] when guided.
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(prompt embeddings, pooled embeddings, truncated): rows [unconditional, conditional] when guided.
 
         As StableDiffusionXLPipeline.encode_prompt, the unconditional row is zeros when no negative
         prompt is given and the checkpoint says force_zeros_for_empty_prompt, else the encoded
@@ -140,12 +140,14 @@ class SDXLPipeline:
         if not guided:
             return await self.encode_prompts([prompt], clock)
         if negative_prompt is None and self.force_zeros_for_empty_prompt:
-            embeds, pooled = await self.encode_prompts([prompt], clock)
-            return np.concatenate([np.zeros_like(embeds), embeds]), np.concatenate([np.zeros_like(pooled), pooled])
+            embeds, pooled, truncated = await self.encode_prompts([prompt], clock)
+            zeros = np.concatenate([np.zeros_like(embeds), embeds]), np.concatenate([np.zeros_like(pooled), pooled])
+            return *zeros, truncated
         return await self.encode_prompts([negative_prompt or "", prompt], clock)
 
-    async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray]:
-        """Both encoders' penultimate hidden states side by side, and text_encoder_2's pooled projection."""
+    async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Both encoders' penultimate hidden states side by side, text_encoder_2's pooled projection,
+        and whether a prompt was truncated."""
         ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)
         first, second = await asyncio.gather(
             self.triton.infer(
@@ -158,7 +160,8 @@ class SDXLPipeline:
                 clock,
             ),
         )
-        return np.concatenate([first["prompt_embeds"], second["prompt_embeds"]], axis=-1), second["text_embeds"]
+        embeds = np.concatenate([first["prompt_embeds"], second["prompt_embeds"]], axis=-1)
+        return embeds, second["text_embeds"], bool(ids["prompt_truncated"].any())
 
     async def prepare_latents(
         self, job: GenerationJob, sigmas: np.ndarray, clock: InferenceClock

@@ -17,11 +17,12 @@ from frontend.triton import InferenceClock, TritonClient
 async def tokenize(
     triton: TritonClient, model: str, prompts: list[str], encoders: Iterable[str], clock: InferenceClock
 ) -> dict[str, np.ndarray]:
-    """`<encoder>_input_ids` for each text encoder, one row per prompt, padded as diffusers pads."""
+    """`<encoder>_input_ids` for each text encoder, one row per prompt, padded and truncated as
+    diffusers does, and `prompt_truncated`: whether any encoder cut a prompt at its limit."""
     return await triton.infer(
         model,
         {"prompt": np.array([[prompt.encode()] for prompt in prompts], dtype=np.object_)},
-        [f"{encoder}_input_ids" for encoder in encoders],
+        [*(f"{encoder}_input_ids" for encoder in encoders), "prompt_truncated"],
         clock,
     )
 

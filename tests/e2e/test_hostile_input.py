@@ -91,3 +91,11 @@ def test_a_request_over_the_pixel_budget_is_400(guarded_server: Server) -> None:
     assert error_of(response) == (400, "VALIDATION_4004", "n")
     response = post_json(guarded_server, {**VALID, "size": "512x512"})
     assert error_of(response) == (400, "VALIDATION_4004", "n")
+
+
+def test_long_prompt_is_served_truncated_and_says_so(server: Server) -> None:
+    long_prompt = "a gnarled oak tree in a misty meadow, " * 40  # far past CLIP's 77 tokens
+    truncated = post_json(server, {"prompt": long_prompt, "size": "256x256"})
+    short = post_json(server, {"prompt": "a red fox", "size": "256x256"})
+    assert truncated.status_code == 200 and truncated.headers["x-prompt-truncated"] == "true"
+    assert short.status_code == 200 and "x-prompt-truncated" not in short.headers
