@@ -11,9 +11,13 @@ EXPORTED := $(REPO)/flux-schnell_transformer/1/model.onnx
 SAFETY   := $(REPO)/image_safety/1/model.onnx
 NODE_SDK := tests/e2e/node/node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
+# `make bench`: its own checkpoints, repository and server state, apart from `make serve`'s.
+BENCH_ROOT := .imagegen/bench
+BENCH_REPO := $(BENCH_ROOT)/model_repository
+BENCH_MODELS := $(BENCH_REPO)/flux-schnell-bench_transformer/1/model.onnx $(BENCH_REPO)/flux-schnell_transformer/1/model.onnx
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: serve test check model clean
+.PHONY: serve test check model bench clean postgresql
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -38,8 +42,8 @@ serve: $(EXPORTED) $(SAFETY)
 	$(BIN)/imagegen serve
 
 check: $(STAMP)
-	$(BIN)/ruff format --check frontend export backends tests
-	$(BIN)/ruff check frontend export backends tests
+	$(BIN)/ruff format --check frontend export backends tests benchmarks
+	$(BIN)/ruff check frontend export backends tests benchmarks
 
 # The official Node SDK, for the spec's Node example.
 $(NODE_SDK): tests/e2e/node/package-lock.json
@@ -50,8 +54,25 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: check $(NODE_SDK) $(CHROMIUM)
+# Debian's PostgreSQL server: the tests run a private cluster of it (tests/postgres.py) as the store
+# that two frontends share. Phony: its binaries' path carries the version Debian ships.
+postgresql:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+test: check $(NODE_SDK) $(CHROMIUM) postgresql
 	$(BIN)/pytest
+
+# The benchmark preset (a wider transformer, `imagegen tiny --preset bench`) and the tiny default,
+# each exported into the bench repository under its model id.
+$(BENCH_REPO)/%_transformer/1/model.onnx: $(STAMP) $(wildcard export/*.py)
+	$(BIN)/imagegen tiny --family flux-schnell --preset $(if $(filter %-bench,$*),bench,tiny) \
+	  --out $(BENCH_ROOT)/checkpoints/$* --seed 0
+	$(BIN)/imagegen export --checkpoint $(BENCH_ROOT)/checkpoints/$* --name $* --repository $(BENCH_REPO)
+
+# The server against its in-process peers (benchmarks/compare.py); the last line holds the ratios.
+bench: $(BENCH_MODELS)
+	$(BIN)/python -m benchmarks.compare --root $(BENCH_ROOT)
 
 clean:
 	rm -rf $(VENV) .imagegen $(REPO)/*/[0-9]*/

@@ -9,9 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
 
 from export import flux, sdxl
+from export.lora import DEFAULT_RANK
 from export.onnx import export_onnx
 from export.repository import (
     onnx_model_config,
@@ -19,6 +23,7 @@ from export.repository import (
     tokenizer_model_config,
     write_config,
 )
+from export.tensorrt import PLAN_FILE, Precision, build_plan, plan_build, require_tensorrt
 from export.tokenizer import export_tokenizer
 
 log = logging.getLogger(__name__)
@@ -26,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Family:
-    module: ModuleType  # load_modules(checkpoint) and describe(modules)
+    module: ModuleType  # load_modules(checkpoint, lora_rank) and describe(modules)
     denoiser: str
     """The component whose config carries the pipeline metadata, where the frontend's catalog looks."""
 
@@ -56,12 +61,38 @@ def pipeline_options(index: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in index.items() if not key.startswith("_") and not isinstance(value, list)}
 
 
-def export_checkpoint(checkpoint: Path, name: str, repository: Path, version: int = 1) -> None:
-    """Export every component of `checkpoint` as version `version` of the pipeline `name`."""
+def write_shared_config(repository: Path, config: pb.ModelConfig, version: int) -> Path:
+    """Write a model's config.pbtxt, which all its versions share: a version exported beside others
+    must leave it as it is, since Triton applies one config to every version and the catalog reads
+    the pipeline's metadata from it. A checkpoint that changes it is a new pipeline (`--name`)."""
+    existing = repository / config.name / "config.pbtxt"
+    others = [path for path in existing.parent.glob("[0-9]*") if path.name != str(version)]
+    if others and existing.is_file() and existing.read_text() != text_format.MessageToString(config):
+        raise ValueError(
+            f"{config.name}: version {version} would change the config that versions "
+            f"{', '.join(sorted(path.name for path in others))} share; export it under another --name"
+        )
+    return write_config(repository, config)
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    name: str,
+    repository: Path,
+    version: int = 1,
+    lora_rank: int = DEFAULT_RANK,
+    engine: Literal["onnx", "tensorrt"] = "onnx",
+    precision: Precision = "bf16",
+) -> None:
+    """Export every component of `checkpoint` as version `version` of the pipeline `name`, its
+    denoiser with LoRA branches of rank `lora_rank` (export/lora.py; 0: none). `engine` tensorrt
+    also builds each component's ONNX into a TensorRT plan of `precision`, which its config serves."""
+    if engine == "tensorrt":
+        require_tensorrt()
     index = read_model_index(checkpoint)
     family = FAMILIES[index["_class_name"]]
     started = time.perf_counter()
-    modules = family.module.load_modules(checkpoint)
+    modules = family.module.load_modules(checkpoint, lora_rank)
     components, metadata = family.module.describe(modules)
     metadata.update(pipeline_options(index))
     metadata["scheduler"] = json.loads((checkpoint / "scheduler" / "scheduler_config.json").read_text())
@@ -69,11 +100,15 @@ def export_checkpoint(checkpoint: Path, name: str, repository: Path, version: in
     for number, component in enumerate(components, start=1):
         log.info("[%d/%d] exporting %s", number, steps, component.name)
         parameters = pipeline_parameters(metadata) if component.name == family.denoiser else None
-        folder = write_config(repository, onnx_model_config(name, component, parameters))
+        config = onnx_model_config(name, component, parameters)
+        plan = plan_build(config, component, metadata, precision) if engine == "tensorrt" else None
+        folder = write_shared_config(repository, plan.config if plan else config, version)
         export_onnx(modules[component.name], component, folder / str(version) / "model.onnx")
+        if plan is not None:
+            build_plan(plan, folder / str(version) / "model.onnx", folder / str(version) / PLAN_FILE)
     log.info("[%d/%d] exporting tokenizers", steps, steps)
     encoders: dict[str, int] = metadata["text_encoders"]
-    folder = write_config(repository, tokenizer_model_config(name, encoders))
+    folder = write_shared_config(repository, tokenizer_model_config(name, encoders), version)
     for encoder, max_length in encoders.items():
         export_tokenizer(
             checkpoint / TOKENIZER_FOLDERS[encoder], max_length, folder / str(version) / encoder / "tokenizer.json"

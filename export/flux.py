@@ -14,6 +14,7 @@ from diffusers import AutoencoderKL, FluxTransformer2DModel
 from transformers import CLIPTextModel, T5EncoderModel
 
 from export.components import BATCH, Component, TensorSpec
+from export.lora import DEFAULT_RANK, LowRankFactors, add_low_rank_branches, lora_inputs, lora_metadata
 from export.vae import VaeDecoder, VaeEncoder, vae_components
 
 FAMILY = "flux"
@@ -46,11 +47,13 @@ class T5Hidden(torch.nn.Module):
 
 
 class FluxDenoiser(torch.nn.Module):
-    """Per-sample timestep (and guidance) of shape (B, 1); img_ids batched but identical per sample."""
+    """Per-sample timestep (and guidance) of shape (B, 1); img_ids batched but identical per sample;
+    with `factors`, each sample's LoRA factors (export/lora.py)."""
 
-    def __init__(self, transformer: FluxTransformer2DModel) -> None:
+    def __init__(self, transformer: FluxTransformer2DModel, factors: LowRankFactors | None = None) -> None:
         super().__init__()
         self.transformer = transformer
+        self.factors = factors
 
     def forward(
         self,
@@ -60,7 +63,11 @@ class FluxDenoiser(torch.nn.Module):
         timestep: torch.Tensor,
         img_ids: torch.Tensor,
         guidance: torch.Tensor | None = None,
+        lora_down: torch.Tensor | None = None,
+        lora_up: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if self.factors is not None:
+            self.factors.load(lora_down, lora_up)
         # FluxPipeline passes txt_ids = zeros(text_tokens, 3) and img_ids without a batch axis.
         txt_ids = torch.zeros(encoder_hidden_states.shape[1], 3, dtype=img_ids.dtype)
         return self.transformer(
@@ -75,14 +82,16 @@ class FluxDenoiser(torch.nn.Module):
         )[0]
 
 
-def load_modules(checkpoint: Path) -> dict[str, torch.nn.Module]:
-    """Component name -> wrapped module, loaded in float32 from a diffusers FLUX folder."""
+def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK) -> dict[str, torch.nn.Module]:
+    """Component name -> wrapped module, loaded in float32 from a diffusers FLUX folder; the
+    transformer with LoRA branches of rank `lora_rank` (none for 0)."""
     transformer = FluxTransformer2DModel.from_pretrained(checkpoint, subfolder="transformer", torch_dtype=torch.float32)
+    factors = add_low_rank_branches(transformer, lora_rank) if lora_rank else None
     vae = AutoencoderKL.from_pretrained(checkpoint, subfolder="vae")
     return {
         "text_encoder": ClipPooled(CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder")),
         "text_encoder_2": T5Hidden(T5EncoderModel.from_pretrained(checkpoint, subfolder="text_encoder_2")),
-        "transformer": FluxDenoiser(transformer),
+        "transformer": FluxDenoiser(transformer, factors),
         "vae_decoder": VaeDecoder(vae),
         "vae_encoder": VaeEncoder(vae),
     }
@@ -92,7 +101,8 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
     """The components' tensor contracts and the pipeline metadata the frontend reads from Triton."""
     clip = modules["text_encoder"].encoder.config
     t5 = modules["text_encoder_2"].encoder.config
-    transformer = modules["transformer"].transformer.config
+    denoiser = modules["transformer"]
+    transformer = denoiser.transformer.config
     vae = modules["vae_decoder"].vae.config
     guidance = bool(transformer.guidance_embeds)
     channels = int(transformer.in_channels)
@@ -105,6 +115,8 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
     ]
     if guidance:
         denoiser_inputs.append(TensorSpec("guidance", "FP32", (BATCH, 1)))
+    if denoiser.factors is not None:
+        denoiser_inputs.extend(lora_inputs(denoiser.factors))
     components = (
         Component(
             name="text_encoder",
@@ -139,4 +151,6 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
         "default_guidance": DEFAULT_GUIDANCE[guidance],
         "text_encoders": {"text_encoder": CLIP_MAX_TOKENS, "text_encoder_2": T5_MAX_TOKENS[guidance]},
     }
+    if denoiser.factors is not None:
+        metadata["lora"] = lora_metadata(denoiser.factors, "transformer")
     return components, metadata

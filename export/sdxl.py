@@ -15,6 +15,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from export.components import BATCH, Component, TensorSpec
+from export.lora import DEFAULT_RANK, LowRankFactors, add_low_rank_branches, lora_inputs, lora_metadata
 from export.vae import VaeDecoder, VaeEncoder, vae_components
 
 FAMILY = "sdxl"
@@ -52,11 +53,13 @@ class ClipPenultimateAndPooled(torch.nn.Module):
 
 
 class SdxlDenoiser(torch.nn.Module):
-    """The UNet with a per-sample timestep (B, 1) and its added conditions as plain inputs."""
+    """The UNet with a per-sample timestep (B, 1) and its added conditions as plain inputs; with
+    `factors`, each sample's LoRA factors (export/lora.py)."""
 
-    def __init__(self, unet: UNet2DConditionModel) -> None:
+    def __init__(self, unet: UNet2DConditionModel, factors: LowRankFactors | None = None) -> None:
         super().__init__()
         self.unet = unet
+        self.factors = factors
 
     def forward(
         self,
@@ -65,7 +68,11 @@ class SdxlDenoiser(torch.nn.Module):
         encoder_hidden_states: torch.Tensor,
         text_embeds: torch.Tensor,
         time_ids: torch.Tensor,
+        lora_down: torch.Tensor | None = None,
+        lora_up: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if self.factors is not None:
+            self.factors.load(lora_down, lora_up)
         return self.unet(
             sample,
             timestep.reshape(-1),
@@ -75,10 +82,12 @@ class SdxlDenoiser(torch.nn.Module):
         )[0]
 
 
-def load_modules(checkpoint: Path) -> dict[str, torch.nn.Module]:
-    """Component name -> wrapped module, loaded in float32 (the exported contract) whatever the files hold."""
+def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK) -> dict[str, torch.nn.Module]:
+    """Component name -> wrapped module, loaded in float32 (the exported contract) whatever the files
+    hold; the UNet with LoRA branches of rank `lora_rank` (none for 0)."""
     vae = AutoencoderKL.from_pretrained(checkpoint, subfolder="vae", torch_dtype=torch.float32)
     unet = UNet2DConditionModel.from_pretrained(checkpoint, subfolder="unet", torch_dtype=torch.float32)
+    factors = add_low_rank_branches(unet, lora_rank) if lora_rank else None
     text_encoder = CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder", dtype=torch.float32)
     text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
         checkpoint, subfolder="text_encoder_2", dtype=torch.float32
@@ -86,7 +95,7 @@ def load_modules(checkpoint: Path) -> dict[str, torch.nn.Module]:
     return {
         "text_encoder": ClipPenultimate(text_encoder),
         "text_encoder_2": ClipPenultimateAndPooled(text_encoder_2),
-        "unet": SdxlDenoiser(unet),
+        "unet": SdxlDenoiser(unet, factors),
         "vae_decoder": VaeDecoder(vae),
         "vae_encoder": VaeEncoder(vae),
     }
@@ -96,7 +105,8 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
     """The components' tensor contracts and the pipeline metadata the frontend reads from Triton."""
     clip = modules["text_encoder"].encoder.config
     clip_2 = modules["text_encoder_2"].encoder.config
-    unet = modules["unet"].unet.config
+    denoiser = modules["unet"]
+    unet = denoiser.unet.config
     vae = modules["vae_decoder"].vae.config
     if unet.addition_embed_type != "text_time":
         raise ValueError(f"an SDXL UNet conditions on text_time, not {unet.addition_embed_type!r}")
@@ -129,6 +139,7 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
                 TensorSpec("encoder_hidden_states", "FP32", (BATCH, "text_tokens", unet.cross_attention_dim)),
                 TensorSpec("text_embeds", "FP32", (BATCH, clip_2.projection_dim)),
                 TensorSpec("time_ids", "FP32", (BATCH, TIME_IDS)),
+                *(lora_inputs(denoiser.factors) if denoiser.factors is not None else ()),
             ),
             outputs=(TensorSpec("noise_pred", "FP32", latent),),
             sample_sizes={BATCH: 2, "latent_height": 16, "latent_width": 16, "text_tokens": 32},
@@ -147,4 +158,6 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
         # handles other sizes by forwarding `upsample_size`, a branch the export fixes at trace time.
         "side_multiple": vae_scale_factor * 2 ** (len(unet.block_out_channels) - 1),
     }
+    if denoiser.factors is not None:
+        metadata["lora"] = lora_metadata(denoiser.factors, "unet")
     return components, metadata

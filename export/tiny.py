@@ -67,6 +67,11 @@ FLUX_HEAD_DIM = 16
 FLUX_HEADS = 2
 FLUX_ROPE_AXES = (4, 4, 8)  # must sum to FLUX_HEAD_DIM
 FLUX_PACKED_CHANNELS = 64  # 16 latent channels packed 2x2
+# The `bench` preset's transformer: twice the tiny one's width, so its steps, not the server around
+# them, dominate a 1024x1024 request. Not deeper: attention over the 4,352 tokens of 1024x1024 is most
+# of a step on a CPU (the tiny transformer already takes ~130 ms there), and each block adds its cost.
+BENCH_FLUX_HEAD_DIM = 32
+BENCH_FLUX_ROPE_AXES = (8, 12, 12)  # must sum to BENCH_FLUX_HEAD_DIM
 VAE_BLOCK_CHANNELS = (8, 8, 16, 16)  # four blocks keep the real 8x downsampling
 VAE_NORM_GROUPS = 4
 # The real VAE latent statistics, so latent normalisation code paths see real values.
@@ -200,7 +205,7 @@ def build_t5_encoder(tokenizer: PreTrainedTokenizerFast, seed: int) -> T5Encoder
     return T5EncoderModel(config)
 
 
-def build_flux_transformer(seed: int, guidance_embeds: bool) -> FluxTransformer2DModel:
+def build_flux_transformer(seed: int, guidance_embeds: bool, bench: bool = False) -> FluxTransformer2DModel:
     """Text widths match the tiny encoders: T5 hidden states and CLIP's pooled output."""
     torch.manual_seed(seed)
     return FluxTransformer2DModel(
@@ -208,11 +213,11 @@ def build_flux_transformer(seed: int, guidance_embeds: bool) -> FluxTransformer2
         in_channels=FLUX_PACKED_CHANNELS,
         num_layers=1,
         num_single_layers=1,
-        attention_head_dim=FLUX_HEAD_DIM,
+        attention_head_dim=BENCH_FLUX_HEAD_DIM if bench else FLUX_HEAD_DIM,
         num_attention_heads=FLUX_HEADS,
         joint_attention_dim=TEXT_HIDDEN,
         pooled_projection_dim=TEXT_HIDDEN,
-        axes_dims_rope=FLUX_ROPE_AXES,
+        axes_dims_rope=BENCH_FLUX_ROPE_AXES if bench else FLUX_ROPE_AXES,
         guidance_embeds=guidance_embeds,
     )
 
@@ -244,9 +249,10 @@ def build_vae(
     )
 
 
-def build_flux(seed: int, dev: bool) -> FluxPipeline:
+def build_flux(seed: int, dev: bool, bench: bool = False) -> FluxPipeline:
     """FLUX.1-schnell is timestep-distilled: no guidance embedding and no timestep shift. FLUX.1-dev
-    embeds the guidance scale and shifts its schedule with the image size (its scheduler config)."""
+    embeds the guidance scale and shifts its schedule with the image size (its scheduler config).
+    `bench`: the benchmark preset's larger transformer; every other component is the tiny one."""
     tokenizer = build_clip_tokenizer()
     tokenizer_2 = build_t5_tokenizer()
     scheduler = FlowMatchEulerDiscreteScheduler(
@@ -264,7 +270,7 @@ def build_flux(seed: int, dev: bool) -> FluxPipeline:
         tokenizer=tokenizer,
         text_encoder_2=build_t5_encoder(tokenizer_2, seed),
         tokenizer_2=tokenizer_2,
-        transformer=build_flux_transformer(seed, guidance_embeds=dev),
+        transformer=build_flux_transformer(seed, guidance_embeds=dev, bench=bench),
         # FLUX.1's autoencoder: 16 channels, shifted latents, no quant convs.
         vae=build_vae(
             seed,
@@ -350,15 +356,26 @@ BUILDERS: dict[str, Callable[[int], DiffusionPipeline]] = {
     "sdxl": build_sdxl,
 }
 FAMILIES: tuple[str, ...] = tuple(BUILDERS)
+PRESETS: dict[str, dict[str, Callable[[int], DiffusionPipeline]]] = {
+    "tiny": BUILDERS,
+    # For `make bench`: a denoiser whose steps dominate a request, as on a GPU (benchmarks/).
+    "bench": {"flux-schnell": functools.partial(build_flux, dev=False, bench=True)},
+}
 
 
-def build_tiny_checkpoint(family: str, out: Path, seed: int = 0) -> Path:
-    """Write a tiny `family` checkpoint to `out` in diffusers format; same seed, same weight bytes."""
-    if family not in BUILDERS:
-        raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+def build_tiny_checkpoint(family: str, out: Path, seed: int = 0, preset: str = "tiny") -> Path:
+    """Write a `family` checkpoint of the `preset` size to `out` in diffusers format; same seed, same
+    weight bytes."""
+    builders = PRESETS.get(preset)
+    if builders is None:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if family not in builders:
+        raise ValueError(
+            f"unknown model family {family!r} for preset {preset!r}; expected one of {', '.join(builders)}"
+        )
     with torch.random.fork_rng(devices=[]):  # seeding must not disturb the caller's RNG
-        pipeline = BUILDERS[family](seed)
+        pipeline = builders[family](seed)
     pipeline.save_pretrained(out, safe_serialization=True)
     save_bpe_vocab_files(pipeline, out)
-    logger.info("wrote tiny %s checkpoint (seed %d) to %s", family, seed, out)
+    logger.info("wrote %s %s checkpoint (seed %d) to %s", preset, family, seed, out)
     return out

@@ -16,8 +16,11 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 
 from frontend.api.errors import APIError, InternalError
+from frontend.api.request_ids import current_request
 from frontend.auth.credentials import Principal
+from frontend.metrics import Metrics
 from frontend.pipelines.job import GenerationJob
+from frontend.progress import Progress
 from frontend.store.repository import Price, Store, UsageRecord
 from frontend.triton import InferenceClock
 
@@ -60,6 +63,7 @@ class Usage:
     """One request's ledger line, filled in as the request proceeds; never its prompt or images."""
 
     principal: Principal
+    progress: Progress  # its denoising steps, counted by the pipeline
     clock: InferenceClock = field(default_factory=InferenceClock)
     work: Work | None = None  # None until the request is validated
     cost: Cost | None = None  # None until charged
@@ -69,14 +73,16 @@ class Usage:
 
 
 class Ledger:
-    def __init__(self, store: Store, device_watts: float) -> None:
+    def __init__(self, store: Store, device_watts: float, metrics: Metrics) -> None:
         self.store = store
         self.device_watts = device_watts
+        self.metrics = metrics
 
     @contextlib.asynccontextmanager
-    async def record(self, principal: Principal) -> AsyncIterator[Usage]:
-        """Write the request's ledger row when it ends, however it ends."""
-        usage = Usage(principal)
+    async def record(self, principal: Principal, progress: Progress) -> AsyncIterator[Usage]:
+        """Write the request's ledger row when it ends, however it ends; count it in the metrics and
+        name its model and error code in the request's access log line."""
+        usage = Usage(principal, progress)
         created_at, started = time.time(), time.perf_counter()
         status, code = 200, None
         try:
@@ -101,6 +107,9 @@ class Ledger:
                 status=status,
                 code=code,
             )
+            self.metrics.observe_generation(record, usage.clock.seconds, progress.denoised)
+            if request := current_request():
+                request.model, request.code = record.model or "", code or ""
             await self.store.record_usage(record)
 
     async def charge(self, usage: Usage) -> Cost:

@@ -16,14 +16,16 @@ from typing import Any
 
 from frontend.auth.keys import create_key
 from frontend.auth.passwords import hash_password
-from frontend.auth.scopes import BENEFITS, SCOPES, parse_names
+from frontend.auth.scopes import ADMIN_MODELS, BENEFITS, SCOPES, parse_names
 from frontend.settings import Settings
+from frontend.store import connect
 from frontend.store.repository import Account, Plan, Price, Store
-from frontend.store.sqlite import SqliteStore
 
 COMMANDS = ("keys", "plans", "accounts", "usage")
 MIN_PASSWORD_LENGTH = 8
 ALL_SCOPES = ",".join(sorted(SCOPES))
+PERSON_SCOPES = ",".join(sorted(SCOPES - {ADMIN_MODELS}))
+"""An account's default: a person signing in to the Studio does not roll out models."""
 
 
 def add_commands(commands: Any) -> None:
@@ -59,7 +61,9 @@ def add_commands(commands: Any) -> None:
     account = accounts.add_parser("create", help="add an account; asks for its password")
     account.add_argument("username")
     account.add_argument("--plan", required=True)
-    account.add_argument("--scopes", default=ALL_SCOPES, help=f"comma-separated, of: {ALL_SCOPES} (default: all)")
+    account.add_argument(
+        "--scopes", default=PERSON_SCOPES, help=f"comma-separated, of: {ALL_SCOPES} (default: {PERSON_SCOPES})"
+    )
     account.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     accounts.add_parser("list")
 
@@ -71,11 +75,11 @@ def add_commands(commands: Any) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> None:
     """Run one of COMMANDS on the store the server uses."""
     command = f"{args.command} {args.action}" if args.command != "usage" else "usage"
-    asyncio.run(_on_store(settings, lambda store: HANDLERS[command](store, args)))
+    asyncio.run(on_store(settings, lambda store: HANDLERS[command](store, args)))
 
 
-async def _on_store(settings: Settings, work: Callable[[Store], Awaitable[None]]) -> None:
-    store = await SqliteStore.open(settings.store_file)
+async def on_store(settings: Settings, work: Callable[[Store], Awaitable[None]]) -> None:
+    store = await connect(settings.store_location)
     try:
         await work(store)
     finally:
@@ -96,12 +100,12 @@ async def keys_list(store: Store, args: argparse.Namespace) -> None:
             key.name,
             key.plan,
             ",".join(sorted(key.scopes)),
-            _date(key.created_at),
-            _date(key.revoked_at) if key.revoked_at else "",
+            format_date(key.created_at),
+            format_date(key.revoked_at) if key.revoked_at else "",
         ]
         for key in await store.keys()
     ]
-    _print_table(["ID", "PREFIX", "NAME", "PLAN", "SCOPES", "CREATED", "REVOKED"], rows)
+    print_table(["ID", "PREFIX", "NAME", "PLAN", "SCOPES", "CREATED", "REVOKED"], rows)
 
 
 async def keys_revoke(store: Store, args: argparse.Namespace) -> None:
@@ -123,7 +127,7 @@ async def plans_list(store: Store, args: argparse.Namespace) -> None:
                 " ".join(f"{model}={p.per_image:g}+{p.per_megapixel_step:g}/MP-step" for model, p in prices.items()),
             ]
         )
-    _print_table(["PLAN", "BENEFITS", "REQUESTS/MIN", "CONCURRENT", "CREDITS PER IMAGE"], rows)
+    print_table(["PLAN", "BENEFITS", "REQUESTS/MIN", "CONCURRENT", "CREDITS PER IMAGE"], rows)
 
 
 async def plans_create(store: Store, args: argparse.Namespace) -> None:
@@ -156,10 +160,10 @@ async def accounts_create(store: Store, args: argparse.Namespace) -> None:
 
 async def accounts_list(store: Store, args: argparse.Namespace) -> None:
     rows = [
-        [account.id, account.username, account.plan, ",".join(sorted(account.scopes)), _date(account.created_at)]
+        [account.id, account.username, account.plan, ",".join(sorted(account.scopes)), format_date(account.created_at)]
         for account in await store.accounts()
     ]
-    _print_table(["ID", "USERNAME", "PLAN", "SCOPES", "CREATED"], rows)
+    print_table(["ID", "USERNAME", "PLAN", "SCOPES", "CREATED"], rows)
 
 
 async def usage_report(store: Store, args: argparse.Namespace) -> None:
@@ -173,7 +177,7 @@ async def usage_report(store: Store, args: argparse.Namespace) -> None:
         [s.principal, s.name, s.requests, s.failed, s.images, f"{s.energy_kwh:.9f}", f"{s.credits:g}"]
         for s in summaries
     ]
-    _print_table(["KEY OR ACCOUNT", "NAME", "REQUESTS", "FAILED", "IMAGES", "ENERGY (kWh)", "CREDITS"], rows)
+    print_table(["KEY OR ACCOUNT", "NAME", "REQUESTS", "FAILED", "IMAGES", "ENERGY (kWh)", "CREDITS"], rows)
 
 
 HANDLERS: dict[str, Callable[[Store, argparse.Namespace], Awaitable[None]]] = {
@@ -201,7 +205,7 @@ def _read_password(from_stdin: bool) -> str:
     return password
 
 
-def _date(timestamp: float) -> str:
+def format_date(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M")
 
 
@@ -209,7 +213,7 @@ def _limit(value: int | None) -> str:
     return "default" if value is None else str(value)
 
 
-def _print_table(headers: list[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(headers: list[str], rows: Sequence[Sequence[Any]]) -> None:
     table = [headers, *[[str(cell) for cell in row] for row in rows]]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for row in table:

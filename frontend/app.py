@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +19,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from frontend.accounting import Ledger
+from frontend.adapters import Adapters
 from frontend.admission import Admission
+from frontend.api.admin import reload_catalog, roll_back, roll_out, status
 from frontend.api.auth import login, logout
 from frontend.api.body_limits import BodyLimits
 from frontend.api.errors import (
@@ -32,12 +36,16 @@ from frontend.api.errors import (
 from frontend.api.images import create_images, get_progress
 from frontend.api.models import list_models
 from frontend.api.openapi import document, openapi_json
+from frontend.api.request_ids import REQUEST_ID_HEADER, RequestIds, current_request_id
 from frontend.auth.credentials import Authenticator
 from frontend.auth.local_secrets import kept_secret, random_token
 from frontend.auth.sessions import Sessions
-from frontend.catalog import discover
+from frontend.catalog import CatalogSource
+from frontend.metrics import Metrics, serve_metrics
 from frontend.progress import ProgressBoard
 from frontend.rate_limits import Limits, RateLimiter
+from frontend.rollout import Rollouts
+from frontend.routing import REFRESH_SECONDS, Routing
 from frontend.safety import SafetyFilter
 from frontend.settings import Settings
 from frontend.store.repository import Store
@@ -77,17 +85,56 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(InternalError("The server failed to process the request."))
+    # Answered outside RequestIds (by Starlette's ServerErrorMiddleware), so the id is added here.
+    headers = {REQUEST_ID_HEADER: current_request_id()}
+    return error_response(InternalError("The server failed to process the request.", headers=headers))
+
+
+async def follow_operator_changes(app: Starlette) -> None:
+    """Each refresh: follow the routing table (writing this frontend's heartbeat), have Triton load
+    the routed versions, and reload the catalog when its file changed. A failure is logged and
+    retried on the next refresh."""
+    state = app.state
+    while True:
+        await asyncio.sleep(REFRESH_SECONDS)
+        try:
+            await state.routing.refresh()
+            await state.rollouts.reconcile()
+            if state.catalog_source.changed():
+                state.catalog = await state.catalog_source.load()
+                log.info("catalog reloaded: %s", ", ".join(state.catalog.public_ids()))
+        except ValueError as exc:
+            log.error("the catalog file was not reloaded: %s", exc)
+        except APIError as exc:  # Triton down or restarting
+            log.warning("routed versions not checked in Triton: %s", exc.message)
+        except Exception:
+            log.exception("following the routing table failed; retrying in %g s", REFRESH_SECONDS)
 
 
 def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
+    admission = Admission(settings.running_per_model, settings.queued_per_model, settings.request_timeout)
+    metrics = Metrics(admission)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         triton = app.state.triton = TritonClient(triton_url, settings.triton_timeout)
         try:
-            app.state.catalog = await discover(triton, settings.aliases, settings.default_model)
+            source = app.state.catalog_source = CatalogSource(
+                triton, settings.catalog, settings.aliases, settings.default_model
+            )
+            app.state.catalog = await source.load()
+            app.state.rollouts = Rollouts(
+                triton, app.state.routing, lambda: app.state.catalog, settings.request_timeout
+            )
             app.state.safety = await SafetyFilter.load(settings.prompt_policy, triton, settings.safety_threshold)
-            yield
+            await app.state.routing.refresh()  # the routing table is followed before the first request
+            follower = asyncio.create_task(follow_operator_changes(app))
+            with metrics.served_on(settings.host, settings.metrics_port):
+                yield
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await app.state.routing.leave()
         finally:
             await triton.close()
 
@@ -97,10 +144,16 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
             Route("/v1/images/progress/{progress_id}", get_progress, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/auth/login", login, methods=["POST"]),
+            Route("/v1/admin/models/{model}/rollout", roll_out, methods=["POST"]),
+            Route("/v1/admin/models/{model}/rollback", roll_back, methods=["POST"]),
+            Route("/v1/admin/status", status, methods=["GET"]),
+            Route("/v1/admin/catalog/reload", reload_catalog, methods=["POST"]),
             Route("/v1/auth/logout", logout, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
+            # On the API's port unless IMAGEGEN_METRICS_PORT gives them a port of their own.
+            *([Route("/metrics", serve_metrics, methods=["GET"])] if settings.metrics_port is None else []),
             Route("/", to_studio, methods=["GET"]),
             Mount("/studio", StaticFiles(directory=STUDIO, html=True), name="studio"),
         ],
@@ -109,16 +162,26 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
-        middleware=[Middleware(BodyLimits, max_body_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(RequestIds, metrics=metrics),
+            Middleware(BodyLimits, max_body_bytes=settings.max_body_bytes),
+        ],
         lifespan=lifespan,
     )
     session_secret = settings.session_secret or kept_secret(settings.state_dir / "session_secret", random_token)
     app.state.settings = settings
     app.state.auth = Authenticator(store, Sessions(store, session_secret, settings.session_ttl_seconds))
-    app.state.rate_limits = RateLimiter(Limits(settings.requests_per_minute, settings.concurrent_generations))
-    app.state.ledger = Ledger(store, settings.device_watts)
-    app.state.admission = Admission(settings.running_per_model, settings.queued_per_model, settings.request_timeout)
+    app.state.rate_limits = RateLimiter(
+        store, Limits(settings.requests_per_minute, settings.concurrent_generations), settings.request_timeout
+    )
+    app.state.ledger = Ledger(store, settings.device_watts, metrics)
+    app.state.admission = admission
+    app.state.adapters = Adapters(store, settings.lora_folder)
+    app.state.metrics = metrics
     app.state.openapi = document()
+    if settings.metrics_port is not None:
+        del app.state.openapi["paths"]["/metrics"]
     app.state.progress = ProgressBoard()
+    app.state.routing = Routing(store, f"{socket.gethostname()}:{settings.port}", lambda: app.state.catalog)
     app.state.started = int(time.time())
     return app

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 
 PROGRESS_WIDTH = 30
+PROMPT = "a lighthouse on a cliff at dusk"
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,15 @@ class BenchResult:
 async def run_bench(config: BenchConfig) -> list[BenchResult]:
     limits = httpx.Limits(max_connections=max(config.concurrencies))
     async with httpx.AsyncClient(base_url=config.url, timeout=600, limits=limits) as client:
-        await _run(client, config, config.warmup, 1, show=False)
+        # Warm up concurrently: Triton's first batched executions allocate their buffers then.
+        await _run(client, config, config.warmup, min(config.warmup, max(config.concurrencies)), show=False)
         return [await _run(client, config, config.requests, concurrency) for concurrency in config.concurrencies]
 
 
 async def _run(
     client: httpx.AsyncClient, config: BenchConfig, total: int, concurrency: int, show: bool = True
 ) -> BenchResult:
-    body: dict[str, Any] = {"model": config.model, "prompt": "a lighthouse on a cliff at dusk", "n": config.n}
+    body: dict[str, Any] = {"model": config.model, "prompt": PROMPT, "n": config.n}
     body |= {"width": config.width, "height": config.height, "seed": 0}
     if config.steps is not None:
         body["steps"] = config.steps

@@ -1,32 +1,56 @@
-"""Public model ids and aliases -> the pipelines Triton serves.
+"""Public model ids, aliases and flavours -> the pipelines Triton serves.
 
 Pipelines are discovered from Triton itself: the denoiser of each exported pipeline carries the
 pipeline's metadata in its config `parameters`, so deploying a model to Triton is all an operator does.
+What clients may call them is the operator's catalog file (`IMAGEGEN_CATALOG`, TOML, README
+"Catalog and flavours"), re-read when it changes, without a restart:
+
+    default_model = "dall-e-3"
+    [models]                       # public id = pipeline; without this table every pipeline is public
+    "flux-schnell" = "flux-schnell"
+    [aliases]
+    "dall-e-3" = "flux-schnell"
+    [flavours."flux-schnell".eco]  # `flux-schnell:eco`
+    steps = 2                      # the flavour's defaults; a request's own `steps` still wins
+    [flavours."flux-dev".speed]
+    pipeline = "flux-schnell"      # or another pipeline entirely
+
+Without a file, every pipeline is public under its own name and `dall-e-3` is `flux-schnell`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
+from frontend.adapters import LoraLayout
 from frontend.api.errors import ModelNotFound
 from frontend.pipelines import flux, sdxl
 from frontend.pipelines.flux import FluxPipeline
 from frontend.pipelines.job import Generation, GenerationJob, Limits
 from frontend.pipelines.sdxl import SDXLPipeline
+from frontend.progress import Progress
 from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)
 
 PIPELINE_PARAMETER = "imagegen.pipeline"
 """Config parameter (JSON) of a pipeline's denoiser model; the exporter writes it, the catalog reads it."""
+FLAVOURS = ("balanced", "speed", "price", "eco", "batch")
+"""The spec's flavour suffixes (`MODEL:FLAVOUR`). A suffix is a flavour only when it is one of these;
+any other colon stays part of the model id. One the catalog does not configure for a model serves
+the model as it is."""
+DEFAULT_ALIASES = {"dall-e-3": "flux-schnell"}
 
 
 class Pipeline(Protocol):
-    """What the API asks of a family's pipeline."""
+    """What the API asks of a family's pipeline (frozen dataclasses: a flavour or a version is a copy)."""
 
     @property
     def name(self) -> str: ...
@@ -34,7 +58,13 @@ class Pipeline(Protocol):
     @property
     def limits(self) -> Limits: ...
 
-    async def generate(self, job: GenerationJob) -> Generation: ...
+    @property
+    def lora(self) -> LoraLayout | None: ...
+
+    @property
+    def triton(self) -> TritonClient: ...
+
+    async def generate(self, job: GenerationJob, progress: Progress) -> Generation: ...
 
 
 FAMILIES: dict[str, tuple[str, Callable[[str, Mapping[str, Any], TritonClient], Pipeline]]] = {
@@ -45,29 +75,140 @@ FAMILIES: dict[str, tuple[str, Callable[[str, Mapping[str, Any], TritonClient], 
 
 
 @dataclass(frozen=True)
-class Catalog:
-    pipelines: Mapping[str, Pipeline]
-    aliases: Mapping[str, str] = field(default_factory=dict)
+class Flavour:
+    """A variant of a public model: another pipeline, defaults of its own, or both."""
+
+    pipeline: str | None = None
+    """Serve this pipeline instead (a distilled or smaller export); None: the model's own."""
+    steps: int | None = None
+    """Default denoising steps (quality="hd" doubles it; a request's `steps` wins)."""
+    guidance: float | None = None
+    """Default guidance, for models that take guidance."""
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.pipeline, str, "pipeline"),
+            (self.steps, int, "steps"),
+            (self.guidance, (int, float), "guidance"),
+        )
+        for value, kind, name in checks:
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise TypeError(f"`{name}` has the wrong type: {value!r}")
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """The operator's catalog file, parsed and checked for shape (names are checked against Triton later)."""
+
+    models: Mapping[str, str] | None = None
+    """Public id -> pipeline; None: every discovered pipeline under its own name."""
+    aliases: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    flavours: Mapping[str, Mapping[str, Flavour]] = field(default_factory=dict)
+    """Public id -> flavour name -> what it serves."""
     default_model: str = "dall-e-3"
 
+    @classmethod
+    def read(cls, path: Path) -> CatalogConfig:
+        """Parse the file; ValueError naming what is wrong."""
+        try:
+            content = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"catalog {path}: {exc}") from None
+        unknown = set(content) - {"models", "aliases", "flavours", "default_model"}
+        if unknown:
+            raise ValueError(f"catalog {path}: unknown keys {sorted(unknown)}")
+        flavours: dict[str, dict[str, Flavour]] = {}
+        for model, named in _table(content.get("flavours", {}), "flavours", path).items():
+            for name, settings in _table(named, f"flavours.{model}", path).items():
+                if name not in FLAVOURS:
+                    raise ValueError(f"catalog {path}: flavour {model}:{name} is not one of {', '.join(FLAVOURS)}")
+                try:
+                    flavour = Flavour(**_table(settings, f"flavours.{model}.{name}", path))
+                except TypeError as exc:
+                    raise ValueError(f"catalog {path}: flavour {model}:{name}: {exc}") from None
+                flavours.setdefault(model, {})[name] = flavour
+        models = content.get("models")
+        return cls(
+            models=None if models is None else _strings(_table(models, "models", path), path),
+            aliases=_strings(_table(content["aliases"], "aliases", path), path)
+            if "aliases" in content
+            else dict(DEFAULT_ALIASES),
+            flavours=flavours,
+            default_model=str(content.get("default_model", cls.default_model)),
+        )
+
+
+def _table(value: Any, where: str, path: Path) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"catalog {path}: `{where}` must be a table")
+    return value
+
+
+def _strings(table: Mapping[str, Any], path: Path) -> dict[str, str]:
+    if not all(isinstance(value, str) for value in table.values()):
+        raise ValueError(f"catalog {path}: model and alias targets must be strings")
+    return dict(table)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    pipelines: Mapping[str, Pipeline]
+    """Discovered in Triton, by pipeline name."""
+    versions: Mapping[str, int] = field(default_factory=dict)
+    """Pipeline -> the version loaded in Triton at discovery, served until a rollout routes another."""
+    config: CatalogConfig = field(default_factory=CatalogConfig)
+
     def resolve(self, model: str | None) -> Pipeline:
-        requested = model or self.default_model
-        name = self.aliases.get(requested, requested)
-        if name not in self.pipelines:
+        """The pipeline a public id, alias or `MODEL:FLAVOUR` names, with the flavour's defaults applied."""
+        requested = model or self.config.default_model
+        base, _, suffix = requested.rpartition(":")
+        if not base or suffix not in FLAVOURS:
+            base, suffix = requested, ""
+        public_id = self.config.aliases.get(base, base)
+        pipeline = self._public_pipeline(public_id)
+        flavour = self.config.flavours.get(public_id, {}).get(suffix)
+        if pipeline is None or (flavour and flavour.pipeline and flavour.pipeline not in self.pipelines):
             raise ModelNotFound(
                 f"The model `{requested}` does not exist. Available: {', '.join(self.public_ids())}.", param="model"
             )
-        return self.pipelines[name]
+        return pipeline if flavour is None else flavoured(self.pipelines[flavour.pipeline or pipeline.name], flavour)
+
+    def _public_pipeline(self, public_id: str) -> Pipeline | None:
+        models = self.config.models
+        name = public_id if models is None else models.get(public_id)
+        return self.pipelines.get(name) if name is not None else None
 
     def public_ids(self) -> list[str]:
-        return sorted({*self.pipelines, *(alias for alias, name in self.aliases.items() if name in self.pipelines)})
+        """Every id a client may send: models, aliases and configured flavours whose pipelines are served."""
+        ids = {public_id for public_id in self.config.models or self.pipelines if self._public_pipeline(public_id)}
+        ids |= {alias for alias, target in self.config.aliases.items() if target in ids}
+        for public_id, named in self.config.flavours.items():
+            for name, flavour in named.items():
+                if public_id in ids and (flavour.pipeline is None or flavour.pipeline in self.pipelines):
+                    ids.add(f"{public_id}:{name}")
+        return sorted(ids)
 
 
-async def discover(triton: TritonClient, aliases: Mapping[str, str], default_model: str) -> Catalog:
+def flavoured(pipeline: Pipeline, flavour: Flavour) -> Pipeline:
+    """`pipeline` with the flavour's defaults, bounded by the pipeline's own limits."""
+    limits = pipeline.limits
+    changes: dict[str, Any] = {}
+    if flavour.steps is not None:
+        changes["default_steps"] = min(max(flavour.steps, 1), limits.max_steps)
+    if flavour.guidance is not None and "guidance" in limits.parameters:
+        changes["default_guidance"] = min(max(flavour.guidance, 0.0), limits.max_guidance)
+    if not changes:
+        return pipeline
+    return dataclasses.replace(pipeline, limits=dataclasses.replace(limits, **changes))  # type: ignore[type-var]
+
+
+async def discover(triton: TritonClient, config: CatalogConfig) -> Catalog:
     """Build the catalog from the ready models in Triton."""
     pipelines: dict[str, Pipeline] = {}
-    for model, config in (await triton.model_configs()).items():
-        raw = config.get("parameters", {}).get(PIPELINE_PARAMETER, {}).get("string_value")
+    versions: dict[str, int] = {}
+    ready = await triton.ready_versions()
+    for model, model_config in (await triton.model_configs()).items():
+        raw = model_config.get("parameters", {}).get(PIPELINE_PARAMETER, {}).get("string_value")
         if raw is None:
             continue
         metadata = json.loads(raw)
@@ -78,5 +219,31 @@ async def discover(triton: TritonClient, aliases: Mapping[str, str], default_mod
         denoiser, build = FAMILIES[family]
         name = model.removesuffix(f"_{denoiser}")
         pipelines[name] = build(name, metadata, triton)
-    log.info("serving pipelines: %s", ", ".join(sorted(pipelines)) or "none")
-    return Catalog(pipelines=pipelines, aliases=dict(aliases), default_model=default_model)
+        versions[name] = max(ready.get(model, {1}))
+    log.info("serving pipelines: %s", ", ".join(f"{name} v{versions[name]}" for name in sorted(pipelines)) or "none")
+    return Catalog(pipelines=pipelines, versions=versions, config=config)
+
+
+class CatalogSource:
+    """Where the catalog comes from: Triton's pipelines and the operator's file, re-read when it changes."""
+
+    def __init__(self, triton: TritonClient, path: Path | None, aliases: Mapping[str, str], default_model: str) -> None:
+        self.triton = triton
+        self.path = path
+        self._defaults = CatalogConfig(aliases=dict(aliases), default_model=default_model)
+        self._mtime: float | None = None
+
+    async def load(self) -> Catalog:
+        """Read the file (ValueError when it does not parse) and discover the pipelines."""
+        self._mtime = self._stat()  # a file that does not parse is read again once it changes again
+        config = self._defaults if self.path is None else CatalogConfig.read(self.path)
+        return await discover(self.triton, config)
+
+    def changed(self) -> bool:
+        return self.path is not None and self._stat() != self._mtime
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime if self.path is not None else None
+        except OSError:
+            return None

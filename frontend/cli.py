@@ -13,11 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from frontend import admin
+from frontend import adapter_commands, admin, admin_client
 from frontend.auth.keys import ensure_operator_key, find_key, new_secret
 from frontend.auth.local_secrets import kept_secret
+from frontend.logs import configure_logging
 from frontend.settings import Settings
-from frontend.store.sqlite import SqliteStore
+from frontend.store import connect
+from frontend.store.repository import Store
 
 log = logging.getLogger("imagegen")
 
@@ -30,12 +32,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     tiny.add_argument("--family", default="flux-schnell")
     tiny.add_argument("--out", type=Path, required=True)
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--preset", default="tiny", help="tiny, or bench: a larger denoiser for `make bench`")
 
     export = commands.add_parser("export", help="export a diffusers checkpoint folder into a Triton model repository")
     export.add_argument("--checkpoint", type=Path, required=True)
     export.add_argument("--name", required=True, help="public pipeline name, e.g. flux-schnell")
     export.add_argument("--repository", type=Path, required=True)
     export.add_argument("--version", type=int, default=1)
+    export.add_argument(
+        "--lora-rank", type=int, default=16, help="the denoiser's LoRA rank budget per request (0: no LoRA branches)"
+    )
+    export.add_argument(
+        "--engine",
+        choices=("onnx", "tensorrt"),
+        default="onnx",
+        help="tensorrt: also build TensorRT plans (NVIDIA's TensorRT image, on the serving GPU's architecture)",
+    )
+    export.add_argument(
+        "--precision", choices=("bf16", "fp16", "fp32"), default="bf16", help="TensorRT plans' precision (README)"
+    )
 
     safety = commands.add_parser("safety-model", help="write the image-safety classifier into a model repository")
     safety.add_argument("--repository", type=Path, required=True)
@@ -43,6 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     safety.add_argument("--version", type=int, default=1)
 
     admin.add_commands(commands)
+    admin_client.add_commands(commands)
+    adapter_commands.add_commands(commands)
+
+    tiny_lora = commands.add_parser("tiny-lora", help="write a random LoRA adapter for a tiny checkpoint (PEFT)")
+    tiny_lora.add_argument("--checkpoint", type=Path, required=True)
+    tiny_lora.add_argument("--out", type=Path, required=True, help="a folder; the adapter is its .safetensors file")
+    tiny_lora.add_argument("--seed", type=int, default=0)
+    tiny_lora.add_argument("--rank", type=int, default=4)
 
     bench = commands.add_parser("bench", help="measure a running server: throughput and latency per concurrency")
     bench.add_argument("--url", default="http://127.0.0.1:8000/v1", help="the API's base URL")
@@ -63,17 +86,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--triton-url", help="host:port of a running Triton's HTTP endpoint")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
     try:
+        configure_logging(Settings.from_env().log_format)
         if args.command == "tiny":
             from export.tiny import build_tiny_checkpoint
 
-            build_tiny_checkpoint(args.family, args.out, args.seed)
+            build_tiny_checkpoint(args.family, args.out, args.seed, args.preset)
         elif args.command == "export":
             from export.checkpoint import export_checkpoint
 
-            export_checkpoint(args.checkpoint, args.name, args.repository, args.version)
+            export_checkpoint(
+                args.checkpoint, args.name, args.repository, args.version, args.lora_rank, args.engine, args.precision
+            )
+        elif args.command == "tiny-lora":
+            from export.lora import build_tiny_lora
+
+            print(build_tiny_lora(args.checkpoint, args.out, args.seed, args.rank))
         elif args.command == "safety-model":
             from export.safety import export_safety_model
 
@@ -86,8 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.url, args.key, args.model, args.width, args.height, args.steps, args.n, args.requests, levels
             )
             bench(config, args.json)
+        elif args.command in admin_client.COMMANDS:
+            admin_client.run(args)
         elif args.command in admin.COMMANDS:
             admin.run(args, Settings.from_env())
+        elif args.command == adapter_commands.COMMAND:
+            adapter_commands.run(args, Settings.from_env())
         else:
             serve_command(args)
     except ValueError as exc:
@@ -100,7 +133,7 @@ def serve_command(args: argparse.Namespace) -> None:
     import uvicorn
 
     from frontend.app import create_app
-    from frontend.embedded_triton import EmbeddedTriton
+    from frontend.embedded_triton import EmbeddedTriton, trace_args
 
     settings = Settings.from_env()
     overrides = {
@@ -124,6 +157,9 @@ def serve_command(args: argparse.Namespace) -> None:
                 settings.state_dir,
                 http_port=settings.triton_http_port,
                 metrics_port=settings.triton_metrics_port,
+                extra_args=trace_args(settings.triton_trace_file, settings.triton_trace_rate)
+                if settings.triton_trace_file
+                else (),
             )
             triton_url = stack.enter_context(triton).url
         app = create_app(settings, store, triton_url)
@@ -135,14 +171,15 @@ def serve_command(args: argparse.Namespace) -> None:
             host=settings.host,
             port=settings.port,
             log_level="info",
-            access_log=False,
+            access_log=False,  # RequestIds writes the access line, with the request id
+            log_config=None,  # its loggers go through configure_logging's handler
             timeout_graceful_shutdown=settings.shutdown_grace,
         )
 
 
-async def open_store(settings: Settings, operator_key: str) -> SqliteStore:
+async def open_store(settings: Settings, operator_key: str) -> Store:
     """The store, migrated, holding the operator's key (every scope, the studio plan)."""
-    store = await SqliteStore.open(settings.store_file)
+    store = await connect(settings.store_location)
     await ensure_operator_key(store, operator_key)
     if await find_key(store, operator_key) is None:
         log.warning("the API key printed below has been revoked: `imagegen keys create` makes another")

@@ -44,6 +44,19 @@ _FATAL_LINE = re.compile(r'^E.*\] "(failed to load |Poll failed for model direct
 # Error lines worth quoting first; the NVML/DCGM/CUDA ones are expected on a CPU host.
 _ERROR_LINE = re.compile(r"^(E\d|\[libprotobuf ERROR|error: )")
 _HARMLESS = ("CudaDriverHelper", "NVML", "DCGM")
+_TRACES_PER_FILE = 100
+"""Triton keeps traces in memory and writes them in files of this many (the rest when it stops)."""
+
+
+def trace_args(trace_file: Path, rate: int) -> list[str]:
+    """Flags that make tritonserver (2.51) trace one inference request in `rate`, with timestamps and
+    the request id the frontend sends, into `<trace_file>.0`, `.1`, ..."""
+    return [
+        f"--trace-config=triton,file={Path(trace_file).resolve()}",
+        f"--trace-config=triton,log-frequency={_TRACES_PER_FILE}",
+        "--trace-config=level=TIMESTAMPS",
+        f"--trace-config=rate={rate}",
+    ]
 
 
 class EmbeddedTritonError(RuntimeError):
@@ -161,6 +174,9 @@ class EmbeddedTriton:
             f"--backend-directory={backends}",
             # Configs are written in full; auto-complete costs ~1.3 s per model.
             "--disable-auto-complete-config",
+            # Every model loads at start; then rollouts load and unload versions (frontend/rollout.py).
+            "--model-control-mode=explicit",
+            "--load-model=*",
             # A model that fails to load stops the server, so start() fails with its error.
             "--exit-on-error=true",
             "--log-verbose=0",

@@ -31,9 +31,12 @@ class Progress:
     stage: str = "queued"  # then "generating", "checking" (image safety), "encoding", and "done" or "failed"
     step: int = 0
     steps: int = 0
+    denoised: int = 0
+    """Steps this generation ran: fewer than `step` with an input image, whose schedule starts late."""
 
     def stepped(self, step: int, steps: int) -> None:
         self.step, self.steps = step, steps
+        self.denoised += 1
 
 
 class ProgressBoard:

@@ -1,25 +1,28 @@
 """Per-key admission: requests in any 60 s and generations running at once, refused with 429.
 
-The counts live in this process. Behind several replicas each enforces the limits on the requests
-it receives; counting in the shared store instead is the rollout's choice to make.
+The counts live in the store, so frontend replicas sharing one PostgreSQL enforce one limit
+together: a row per admitted request, kept for the window, and holding a generation lease until
+the request ends. A replica that dies mid-request leaves a lease that lapses after the request's deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import secrets
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from frontend.api.errors import RateLimited
 from frontend.auth.credentials import Principal
-from frontend.store.repository import Plan
+from frontend.store.repository import Plan, RecentUse, Store
 
 WINDOW_SECONDS = 60.0
 BUSY_RETRY_SECONDS = 1
 """Retry-After when all of a key's generation slots are taken: when one frees up is not known."""
+LEASE_MARGIN_SECONDS = 60.0
+"""A lease outlasts the request's deadline by this much: the ledger is written after the deadline."""
 
 
 @dataclass(frozen=True)
@@ -29,11 +32,15 @@ class Limits:
 
 
 class RateLimiter:
-    def __init__(self, defaults: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, store: Store, defaults: Limits, request_timeout: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        """`request_timeout`: the requests' deadline, past which a generation slot whose request never
+        released it (its replica died) frees up; `clock`: wall time, the one clock replicas share."""
         self.defaults = defaults
+        self._store = store
+        self._lease_seconds = request_timeout + LEASE_MARGIN_SECONDS
         self._clock = clock
-        self._admitted: dict[str, deque[float]] = {}  # per principal, admission times in the window
-        self._running: dict[str, int] = {}
 
     def limits(self, plan: Plan) -> Limits:
         """The plan's own limits where it sets them, the server's defaults elsewhere."""
@@ -42,31 +49,37 @@ class RateLimiter:
             plan.concurrent_generations or self.defaults.concurrent_generations,
         )
 
-    @contextlib.contextmanager
-    def admit(self, principal: Principal) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def admit(self, principal: Principal) -> AsyncIterator[None]:
         """Hold one of the principal's generation slots for the request's lifetime, or raise RateLimited."""
         limits = self.limits(principal.plan)
         now = self._clock()
-        admitted = self._admitted.setdefault(principal.id, deque())
-        while admitted and admitted[0] <= now - WINDOW_SECONDS:
-            admitted.popleft()
-        if len(admitted) >= limits.requests_per_minute:
-            retry_after = math.ceil(admitted[0] + WINDOW_SECONDS - now)
-            raise RateLimited(
-                f"More than {limits.requests_per_minute} requests in a minute for this key; retry in {retry_after} s.",
-                headers={"Retry-After": str(retry_after)},
-            )
-        running = self._running.get(principal.id, 0)
-        if running >= limits.concurrent_generations:
-            raise RateLimited(
-                f"This key already has {running} generations running, its limit.",
-                headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
-            )
-        admitted.append(now)
-        self._running[principal.id] = running + 1
+        admission_id = f"adm_{secrets.token_hex(8)}"
+        use = await self._store.admit(
+            principal.id,
+            admission_id,
+            now,
+            window_start=now - WINDOW_SECONDS,
+            lease_until=now + self._lease_seconds,
+            max_requests=limits.requests_per_minute,
+            max_running=limits.concurrent_generations,
+        )
+        if not use.admitted:
+            raise _refusal(use, limits, now)
         try:
             yield
         finally:
-            self._running[principal.id] -= 1
-            if not self._running[principal.id]:
-                del self._running[principal.id]
+            await self._store.release(admission_id)
+
+
+def _refusal(use: RecentUse, limits: Limits, now: float) -> RateLimited:
+    if use.requests >= limits.requests_per_minute and use.oldest is not None:
+        retry_after = max(1, math.ceil(use.oldest + WINDOW_SECONDS - now))
+        return RateLimited(
+            f"More than {limits.requests_per_minute} requests in a minute for this key; retry in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+    return RateLimited(
+        f"This key already has {use.running} generations running, its limit.",
+        headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
+    )

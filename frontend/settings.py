@@ -22,13 +22,26 @@ class Settings:
     triton_http_port: int = 8001
     triton_metrics_port: int = 8002
     """Ports of the embedded Triton; 0 picks free ones."""
+    triton_trace_file: Path | None = None
+    """The embedded Triton writes a trace of every sampled inference request (with its request id) to
+    `<file>.0`, `<file>.1`, ...; None: no tracing."""
+    triton_trace_rate: int = 1
+    """Trace one inference request in this many."""
+    metrics_port: int | None = None
+    """`/metrics` on a port of its own (on `host`); None: on the API's port."""
+    log_format: str = "text"
+    """`json` (one object per line, for log collectors) or `text`."""
     api_key: str | None = None
     default_model: str = "dall-e-3"
     aliases: dict[str, str] = field(default_factory=lambda: {"dall-e-3": "flux-schnell"})
+    catalog: Path | None = None
+    """The operator's catalog file (TOML: public ids, aliases, flavours; frontend/catalog.py), re-read
+    when it changes; None: every pipeline under its own name and the aliases above."""
     device_watts: float = 65.0
     """Power drawn while Triton computes, for energy_cost (this default: a desktop CPU package)."""
-    store_path: Path | None = None
-    """The SQLite store of keys, accounts, sessions and the usage ledger; None: `<state_dir>/imagegen.db`."""
+    store: str | None = None
+    """Where keys, accounts, sessions, rate-limit counts and the usage ledger live: a SQLite file's
+    path, or a `postgresql://` URL for replicas sharing one database; None: `<state_dir>/imagegen.db`."""
     session_secret: str | None = None
     """Signs session cookies; None: made once into `<state_dir>/session_secret`. Replicas share one."""
     session_ttl_seconds: int = 24 * 3600
@@ -63,9 +76,16 @@ class Settings:
             triton_url=env.get("IMAGEGEN_TRITON_URL") or None,
             triton_http_port=int(env.get("IMAGEGEN_TRITON_HTTP_PORT", cls.triton_http_port)),
             triton_metrics_port=int(env.get("IMAGEGEN_TRITON_METRICS_PORT", cls.triton_metrics_port)),
+            triton_trace_file=Path(env["IMAGEGEN_TRITON_TRACE_FILE"])
+            if env.get("IMAGEGEN_TRITON_TRACE_FILE")
+            else None,
+            triton_trace_rate=int(env.get("IMAGEGEN_TRITON_TRACE_RATE", cls.triton_trace_rate)),
+            metrics_port=int(env["IMAGEGEN_METRICS_PORT"]) if env.get("IMAGEGEN_METRICS_PORT") else None,
+            log_format=env.get("IMAGEGEN_LOG_FORMAT", cls.log_format),
             api_key=env.get("IMAGEGEN_API_KEY") or None,
+            catalog=Path(env["IMAGEGEN_CATALOG"]) if env.get("IMAGEGEN_CATALOG") else None,
             device_watts=float(env.get("IMAGEGEN_DEVICE_WATTS", cls.device_watts)),
-            store_path=Path(env["IMAGEGEN_STORE"]) if env.get("IMAGEGEN_STORE") else None,
+            store=env.get("IMAGEGEN_STORE") or None,
             session_secret=env.get("IMAGEGEN_SESSION_SECRET") or None,
             session_ttl_seconds=int(env.get("IMAGEGEN_SESSION_TTL", cls.session_ttl_seconds)),
             requests_per_minute=int(env.get("IMAGEGEN_REQUESTS_PER_MINUTE", cls.requests_per_minute)),
@@ -82,5 +102,10 @@ class Settings:
         )
 
     @property
-    def store_file(self) -> Path:
-        return self.store_path or self.state_dir / "imagegen.db"
+    def store_location(self) -> str:
+        return self.store or str(self.state_dir / "imagegen.db")
+
+    @property
+    def lora_folder(self) -> Path:
+        """Registered LoRA adapter files, named by content hash (`imagegen lora add`)."""
+        return self.state_dir / "lora"

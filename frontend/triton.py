@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -14,6 +16,7 @@ from tritonclient.http.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from frontend.api.errors import InferenceFailed, InferenceUnavailable
+from frontend.api.request_ids import current_request_id
 
 T = TypeVar("T")
 
@@ -37,6 +40,15 @@ class TritonClient:
         self.url = url
         self.timeout = timeout
         self._client = InferenceServerClient(url, conn_timeout=timeout)
+        self.model_version = ""
+        """The version every `infer` names; "" lets Triton choose. See `at_version`."""
+
+    def at_version(self, version: int) -> TritonClient:
+        """This client, sharing its connections, with every `infer` naming `version`: how one request
+        keeps all its Triton calls (tokenizer, encoders, every denoiser step, VAE) on one version."""
+        pinned = copy.copy(self)
+        pinned.model_version = str(version)
+        return pinned
 
     async def close(self) -> None:
         await self._client.close()
@@ -52,7 +64,17 @@ class TritonClient:
         wanted = [InferRequestedOutput(name, binary_data=True) for name in outputs]
         started = time.perf_counter()
         try:
-            result = await self._call(self._client.infer(model, request, outputs=wanted, headers=IDENTITY))
+            result = await self._call(
+                self._client.infer(
+                    model,
+                    request,
+                    model_version=self.model_version,
+                    outputs=wanted,
+                    # The API request's id: Triton's trace records it, so one generation's calls are found.
+                    request_id=current_request_id(),
+                    headers=IDENTITY,
+                )
+            )
         except InferenceServerException as exc:
             raise _as_api_error(model, exc) from None
         finally:
@@ -63,12 +85,15 @@ class TritonClient:
         return bool(await self._call(self._client.is_model_ready(model, headers=IDENTITY), PROBE_TIMEOUT_S))
 
     async def ready(self) -> bool:
-        """Whether Triton answers and every model in its repository is ready (what `/readyz` asks)."""
+        """Whether Triton answers and every model in its repository has a ready version (what `/readyz` asks)."""
         try:
             index = await self._call(self._client.get_model_repository_index(headers=IDENTITY), PROBE_TIMEOUT_S)
         except (InferenceUnavailable, InferenceServerException):
             return False
-        return bool(index) and all(entry.get("state") == "READY" for entry in index)
+        # Per model, not per entry: during a rollout a version is listed loading, unloading, then
+        # unloaded beside the version that serves.
+        ready = {entry["name"] for entry in index if entry.get("state") == "READY"}
+        return bool(index) and all(entry["name"] in ready for entry in index)
 
     async def model_configs(self) -> dict[str, dict[str, Any]]:
         """Config of every ready model in the repository, by model name."""
@@ -78,6 +103,28 @@ class TritonClient:
             return {name: await self._call(self._client.get_model_config(name, headers=IDENTITY)) for name in ready}
         except InferenceServerException as exc:
             raise InferenceUnavailable(f"Triton did not list its models: {exc.message()}") from None
+
+    async def ready_versions(self) -> dict[str, set[int]]:
+        """The versions of each model that are loaded and ready."""
+        try:
+            index = await self._call(self._client.get_model_repository_index(headers=IDENTITY))
+        except InferenceServerException as exc:
+            raise InferenceUnavailable(f"Triton did not list its models: {exc.message()}") from None
+        versions: dict[str, set[int]] = {}
+        for entry in index:
+            if entry.get("state") == "READY" and entry.get("version"):
+                versions.setdefault(entry["name"], set()).add(int(entry["version"]))
+        return versions
+
+    async def load_versions(self, model: str, versions: set[int]) -> None:
+        """Have Triton serve exactly `versions` of `model` (explicit model control): a load with the
+        model's config, its version policy replaced, loads the new ones and unloads the others."""
+        try:
+            config = await self._call(self._client.get_model_config(model, headers=IDENTITY))
+            config["version_policy"] = {"specific": {"versions": sorted(versions)}}
+            await self._call(self._client.load_model(model, headers=IDENTITY, config=json.dumps(config)))
+        except InferenceServerException as exc:
+            raise _as_api_error(model, exc) from None
 
     async def _call(self, call: Awaitable[T], timeout: float | None = None) -> T:
         """One request to Triton under its deadline, transport failures as InferenceUnavailable."""

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.harness import TINY_MODELS, Server, start_server, stop_server
+from tests.postgres import PostgresCluster
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +98,21 @@ def sdxl_diffusers_pipeline(sdxl_checkpoint: Path) -> Any:
     from diffusers import StableDiffusionXLPipeline
 
     return StableDiffusionXLPipeline.from_pretrained(sdxl_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL server for the session (tests/postgres.py)."""
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """`IMAGEGEN_STORE` of a new, empty store in each dialect: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "imagegen.db")
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.new_database()

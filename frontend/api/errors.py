@@ -127,6 +127,18 @@ class ModelNotFound(APIError):
     status, type, code = 404, "invalid_request_error", "INFERENCE_3001"
 
 
+class AdapterNotFound(APIError):
+    """`lora_weights` names no registered LoRA adapter (`imagegen lora list`)."""
+
+    status, type, code = 404, "invalid_request_error", "INFERENCE_3004"
+
+
+class AdapterOfAnotherModel(APIError):
+    """`lora_weights` names an adapter registered for another base model than the request's."""
+
+    status, type, code = 400, "invalid_request_error", "VALIDATION_4007"
+
+
 class ContentRejected(APIError):
     """The prompt policy or the image-safety model refused the request; no image is returned.
     400 as OpenAI answers content-policy refusals."""
@@ -150,6 +162,20 @@ class DeadlineExceeded(APIError):
     """The request ran past the server's per-request deadline (queueing included); its work was stopped."""
 
     status, type, code = 504, "server_error", "TIMEOUT_5040"
+
+
+class AdminConflict(APIError):
+    """A rollout or rollback that conflicts with the routing table: one under way, nothing to roll
+    back to, the version already served."""
+
+    status, type, code = 409, "invalid_request_error", "ADMIN_4090"
+
+
+class AdminRefused(APIError):
+    """An admin change that cannot be carried out: a version Triton cannot load or that fails its
+    warm-up, a catalog file that does not parse. What was served before is served still."""
+
+    status, type, code = 422, "invalid_request_error", "ADMIN_4220"
 
 
 class InternalError(APIError):

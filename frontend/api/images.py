@@ -17,6 +17,7 @@ from frontend.auth.scopes import IMAGES, STUDIO_ACCESS
 from frontend.imaging import encode_image_base64
 from frontend.pipelines.job import GenerationJob
 from frontend.progress import PROGRESS_HEADER, Progress
+from frontend.routing import VERSION_HEADER
 
 PROMPT_TRUNCATED_HEADER = "X-Prompt-Truncated"
 """Set to "true" when a text encoder read only the start of the prompt or negative prompt (CLIP: 77
@@ -27,14 +28,12 @@ async def create_images(request: Request) -> JSONResponse:
     """Who may generate, how often, and what it cost: the run itself is `generate_images`."""
     state = request.app.state
     principal = await state.auth.authorize(request, IMAGES, STUDIO_ACCESS)
-    with (
-        state.rate_limits.admit(principal),
-        state.progress.track(principal.id, request.headers.get(PROGRESS_HEADER)) as progress,
-    ):
-        async with state.ledger.record(principal) as usage:
-            # Read before the run: a disconnect is then the only message left to wait for.
-            body = await request.body()
-            return await state.admission.run(request, generate_images(request, body, usage, progress))
+    async with state.rate_limits.admit(principal):
+        with state.progress.track(principal.id, request.headers.get(PROGRESS_HEADER)) as progress:
+            async with state.ledger.record(principal, progress) as usage:
+                # Read before the run: a disconnect is then the only message left to wait for.
+                body = await request.body()
+                return await state.admission.run(request, generate_images(request, body, usage, progress))
 
 
 async def generate_images(request: Request, body: bytes, usage: Usage, progress: Progress) -> JSONResponse:
@@ -43,13 +42,16 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
     image_request = parse_image_request(body)
     pipeline = state.catalog.resolve(image_request.model)
     job = await asyncio.to_thread(resolve_job, image_request, pipeline.name, pipeline.limits)
+    job = await state.adapters.attach(job, pipeline.name, pipeline.lora)
     check_pixel_budget(job, state.settings.max_pixels_per_request)
     quality = output_quality(image_request)
     state.safety.check_prompt(job.prompt)
     usage.work = Work.of(pipeline.name, job)
     async with state.admission.slot(pipeline.name):
         progress.stage = "generating"
-        generation = await pipeline.generate(job, progress)
+        # One version for every Triton call of this request, counted in flight until it ends.
+        with state.routing.pinned(pipeline) as (served, version):
+            generation = await served.generate(job, progress)
     usage.measured(generation.compute_seconds)
     progress.stage = "checking"
     await state.safety.check_images(generation.images, usage.clock)
@@ -67,7 +69,9 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
         energy_cost=cost.energy_kwh,
         credits_cost=cost.credits,
     )
-    headers = {PROMPT_TRUNCATED_HEADER: "true"} if generation.prompt_truncated else None
+    headers = {VERSION_HEADER: str(version)}
+    if generation.prompt_truncated:
+        headers[PROMPT_TRUNCATED_HEADER] = "true"
     return JSONResponse(response.model_dump(exclude_none=True), headers=headers)
 
 

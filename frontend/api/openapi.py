@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from frontend.api import errors
+from frontend.api.admin import RolloutRequest
 from frontend.api.auth import LoginRequest
 from frontend.api.protocol import ImageRequest, ImageResponse
 
@@ -56,6 +57,56 @@ OBJECT = {"type": "object"}
 BEARER = [{"bearer": []}]
 
 
+def admin_paths() -> dict[str, Any]:
+    """The operator's routes (api/admin.py), under the `admin.models` scope."""
+    model = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]
+    switched = _json(OBJECT, "The route now followed, whether the old version drained, the seconds taken")
+    admin = (errors.Unauthenticated, errors.ScopeMissing)
+    refusals = (errors.ModelNotFound, errors.AdminConflict, errors.AdminRefused, *TRITON_ERRORS)
+    return {
+        "/v1/admin/models/{model}/rollout": {
+            "post": _operation(
+                "Serve another version of a pipeline, or a canary share of it: load, warm up, switch, drain, unload",
+                switched,
+                *BODY_ERRORS,
+                *admin,
+                *refusals,
+                parameters=model,
+                requestBody={"required": True, "content": {JSON: {"schema": _ref("RolloutRequest")}}},
+                security=BEARER,
+            )
+        },
+        "/v1/admin/models/{model}/rollback": {
+            "post": _operation(
+                "End a canary, else return to the previous version, the same way",
+                switched,
+                *admin,
+                *refusals,
+                parameters=model,
+                security=BEARER,
+            )
+        },
+        "/v1/admin/status": {
+            "get": _operation(
+                "What every live frontend serves: its routes and generations in flight per version",
+                _json(OBJECT, "The frontends"),
+                *admin,
+                security=BEARER,
+            )
+        },
+        "/v1/admin/catalog/reload": {
+            "post": _operation(
+                "Re-read the catalog file and Triton's pipelines",
+                _json(OBJECT, "The public model ids"),
+                *admin,
+                errors.AdminRefused,
+                *TRITON_ERRORS,
+                security=BEARER,
+            )
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     images = _operation(
         "Create images from a prompt (OpenAI's Images API)",
@@ -67,6 +118,8 @@ def document() -> dict[str, Any]:
         errors.ContentRejected,
         *AUTH_ERRORS,
         errors.ModelNotFound,
+        errors.AdapterNotFound,
+        errors.AdapterOfAnotherModel,
         errors.RateLimited,
         errors.QueueFull,
         *TRITON_ERRORS,
@@ -109,6 +162,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **admin_paths(),
             "/healthz": {"get": _operation("The process is up", _json(OBJECT, "ok"))},
             "/readyz": {
                 "get": _operation(
@@ -118,10 +172,19 @@ def document() -> dict[str, Any]:
                 )
             },
             "/openapi.json": {"get": _operation("This document", _json(OBJECT, "OpenAPI 3.1"))},
+            "/metrics": {
+                "get": _operation(
+                    "Prometheus metrics (README, Observability); absent when IMAGEGEN_METRICS_PORT is set",
+                    {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                )
+            },
         },
         "components": {
             "schemas": {
-                **_schemas(ImageRequest, ImageResponse, LoginRequest),
+                **_schemas(ImageRequest, ImageResponse, LoginRequest, RolloutRequest),
                 "Error": {
                     "type": "object",
                     "required": ["error"],

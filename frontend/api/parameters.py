@@ -22,6 +22,8 @@ NATURAL_GUIDANCE_FACTOR = 0.7
 """style="natural" scales the model's default guidance down: less saturated, less contrasted images."""
 DEFAULT_TRUE_CFG_SCALE = 4.0
 """FLUX's true classifier-free guidance scale when a negative prompt is given without one."""
+DEFAULT_LORA_SCALE = 1.0
+"""diffusers' adapter weight when `set_adapters` is given none."""
 
 
 def resolve_job(request: ImageRequest, model: str, limits: Limits) -> GenerationJob:
@@ -41,6 +43,7 @@ def resolve_job(request: ImageRequest, model: str, limits: Limits) -> Generation
         true_cfg_scale=request.true_cfg_scale or (DEFAULT_TRUE_CFG_SCALE if request.negative_prompt else 1.0),
         init_images=init_images,
         strength=strength,
+        adapters=resolve_adapters(request),
     )
 
 
@@ -66,6 +69,25 @@ def refuse_unused_parameters(request: ImageRequest, model: str, limits: Limits) 
         raise ParameterNotSupported(
             f"style='natural' lowers guidance, which the model `{model}` does not use.", param="style"
         )
+
+
+def resolve_adapters(request: ImageRequest) -> tuple[tuple[str, float], ...]:
+    """(name, scale) per LoRA adapter: `lora_scale` one number for all (default 1.0) or one per adapter."""
+    if request.lora_weights is None:
+        if request.lora_scale is not None:
+            raise InvalidParameter("`lora_scale` needs `lora_weights`.", param="lora_scale")
+        return ()
+    names = [request.lora_weights] if isinstance(request.lora_weights, str) else request.lora_weights
+    if len(set(names)) < len(names):
+        raise InvalidParameter("`lora_weights` names an adapter twice.", param="lora_weights")
+    scale = DEFAULT_LORA_SCALE if request.lora_scale is None else request.lora_scale
+    scales = [scale] * len(names) if isinstance(scale, float) else scale
+    if len(scales) != len(names):
+        raise InvalidParameter(
+            f"`lora_scale` gives {len(scales)} scales for {len(names)} adapters: give one, or one per adapter.",
+            param="lora_scale",
+        )
+    return tuple(zip(names, scales, strict=True))
 
 
 def resolve_steps(request: ImageRequest, limits: Limits) -> int:

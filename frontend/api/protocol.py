@@ -19,6 +19,9 @@ from frontend.api.errors import (
 MAX_IMAGES = 10
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARACTERS = 10_000
+MAX_ADAPTERS = 4
+"""LoRA adapters per request; their ranks must also fit the model's rank budget."""
+MIN_LORA_SCALE, MAX_LORA_SCALE = -4.0, 4.0
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 
@@ -34,6 +37,10 @@ def _printable(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_printable)]
+AdapterName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+LoraScale = Annotated[float, Field(ge=MIN_LORA_SCALE, le=MAX_LORA_SCALE)]
+AdapterNames = Annotated[list[AdapterName], Field(min_length=1, max_length=MAX_ADAPTERS)]
+LoraScales = Annotated[list[LoraScale], Field(min_length=1, max_length=MAX_ADAPTERS)]
 
 
 class ImageRequest(BaseModel):
@@ -63,6 +70,10 @@ class ImageRequest(BaseModel):
     true_cfg_scale: float | None = Field(default=None, ge=1)
     input_images: list[str] | None = Field(default=None, min_length=1, max_length=MAX_IMAGES)
     strength: float | None = Field(default=None, gt=0, le=1)
+    lora_weights: AdapterName | AdapterNames | None = None
+    """Registered LoRA adapters (`imagegen lora list`), one name or up to MAX_ADAPTERS."""
+    lora_scale: LoraScale | LoraScales | None = None
+    """One scale for every adapter, or one per adapter; default 1.0."""
 
 
 MODEL_PARAMETERS = (
@@ -74,6 +85,8 @@ MODEL_PARAMETERS = (
     "height",
     "input_images",
     "strength",
+    "lora_weights",
+    "lora_scale",
 )
 """Top-level parameters only some models use; GET /v1/models lists which each model takes."""
 
@@ -109,7 +122,9 @@ def parse_image_request(body: bytes) -> ImageRequest:
 
 def _as_api_error(exc: ValidationError, document: dict[str, Any]) -> APIError:
     first = exc.errors()[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
+    # A union's errors name the member tried ("constrained-str"): not part of the parameter's path.
+    path = [part for part in first["loc"] if isinstance(part, int) or part.isidentifier()]
+    param = ".".join(str(part) for part in path) or None
     if param == "prompt" and (first["type"] == "missing" or document.get("prompt") in ("", None)):
         return PromptMissing("`prompt` is required and must be a non-empty string.", param="prompt")
     if param == "response_format":

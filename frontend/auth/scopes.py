@@ -4,7 +4,9 @@ from __future__ import annotations
 
 IMAGES = "inference.images"
 MODELS_READ = "models.read"
-SCOPES = frozenset({IMAGES, MODELS_READ})
+ADMIN_MODELS = "admin.models"
+"""Roll model versions out and back, reload the catalog, read what each frontend serves."""
+SCOPES = frozenset({IMAGES, MODELS_READ, ADMIN_MODELS})
 
 STUDIO_ACCESS = "studio_access"
 BENEFITS = frozenset({STUDIO_ACCESS})

@@ -7,14 +7,17 @@ image for the same weights, prompt, steps and initial latents.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from frontend.adapters import LORA_PARAMETERS, LoraLayout, denoiser_inputs
 from frontend.pipelines.job import Generation, GenerationJob, Limits
 from frontend.pipelines.noise import noise_batch
+from frontend.pipelines.prompt_cache import Encoded, PromptCache
 from frontend.pipelines.schedulers import FlowMatchEuler
 from frontend.pipelines.stages import decode_latents, encode_images, tokenize
 from frontend.progress import Progress
@@ -82,9 +85,14 @@ class FluxPipeline:
     guidance_embeds: bool
     text_encoders: Mapping[str, int]
     limits: Limits
+    lora: LoraLayout | None
+    """The transformer's LoRA layers and rank budget; None where it was exported without them."""
+    prompt_cache: PromptCache = field(default_factory=PromptCache, compare=False, repr=False)
+    """Shared by the copies a version or flavour makes (`dataclasses.replace` keeps it)."""
 
     @classmethod
     def from_metadata(cls, name: str, metadata: Mapping[str, Any], triton: TritonClient) -> FluxPipeline:
+        lora = LoraLayout.from_metadata(metadata["lora"]) if "lora" in metadata else None
         return cls(
             name=name,
             triton=triton,
@@ -98,8 +106,11 @@ class FluxPipeline:
                 sizes=SIZES,
                 side_multiple=int(metadata["vae_scale_factor"]) * PACKING,
                 default_strength=DEFAULT_STRENGTH,
-                parameters=IMG2IMG_PARAMETERS | (GUIDANCE_PARAMETERS if metadata["guidance_embeds"] else frozenset()),
+                parameters=IMG2IMG_PARAMETERS
+                | (GUIDANCE_PARAMETERS if metadata["guidance_embeds"] else frozenset())
+                | (LORA_PARAMETERS if lora else frozenset()),
             ),
+            lora=lora,
         )
 
     def _model(self, component: str) -> str:
@@ -132,7 +143,14 @@ class FluxPipeline:
         return Generation(images=images, compute_seconds=clock.seconds, prompt_truncated=truncated)
 
     async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(CLIP pooled embeddings, T5 hidden states), one row per prompt, and whether one was truncated."""
+        """(CLIP pooled embeddings, T5 hidden states), one row per prompt, and whether one was truncated;
+        prompts this version encoded before come from the cache."""
+        (pooled, prompt_embeds), truncated = await self.prompt_cache.encode(
+            self.name, self.triton.model_version, prompts, functools.partial(self._encode_prompts, clock=clock)
+        )
+        return pooled, prompt_embeds, truncated
+
+    async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
         ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)
         clip, t5 = await asyncio.gather(
             self.triton.infer(
@@ -142,7 +160,7 @@ class FluxPipeline:
                 self._model("text_encoder_2"), {"input_ids": ids["text_encoder_2_input_ids"]}, ["prompt_embeds"], clock
             ),
         )
-        return clip["pooled_embeds"], t5["prompt_embeds"], bool(ids["prompt_truncated"].any())
+        return (clip["pooled_embeds"], t5["prompt_embeds"]), ids["prompt_truncated"]
 
     async def denoise(
         self,
@@ -170,6 +188,7 @@ class FluxPipeline:
         }
         if self.guidance_embeds:
             inputs["guidance"] = np.full((copies * n, 1), job.guidance, dtype=np.float32)
+        inputs.update(denoiser_inputs(self.lora, job.lora, copies * n))
         for index in range(start, len(timesteps)):
             # FluxPipeline passes timestep / 1000; the transformer scales it back inside.
             inputs["timestep"] = np.full((copies * n, 1), timesteps[index] / np.float32(1000), dtype=np.float32)

@@ -27,6 +27,18 @@ class GenerationJob:
     resized to the job's size; output image i starts from init_images[i]."""
     strength: float = 1.0
     """img2img: the share of the schedule run from the noised input image."""
+    adapters: tuple[tuple[str, float], ...] = ()
+    """LoRA adapters asked for: (registered name, scale)."""
+    lora: LoraFactors | None = None
+    """The adapters' factors packed for the denoiser (frontend/adapters.py); None: no adapter."""
+
+
+@dataclass(frozen=True)
+class LoraFactors:
+    """One request's LoRA adapters as one row of the denoiser's flat `lora_down` and `lora_up` inputs."""
+
+    down: np.ndarray
+    up: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,11 @@ class Generation:
     images: list[np.ndarray]  # uint8, height x width x 3
     compute_seconds: float  # time spent in Triton, the measured work behind energy_cost
     prompt_truncated: bool  # a text encoder read only the start of the prompt or negative prompt
+
+
+DEFAULT_SIZE = "1024x1024"
+MIN_SIDE, MAX_SIDE = 128, 2048
+"""Every model's image sides in pixels; TensorRT plans are built for this range (export/tensorrt.py)."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +83,9 @@ class Limits:
         """A family's sizes and parameters, the exported model's defaults, and bounds shared by all models."""
         return cls(
             sizes=sizes,
-            default_size="1024x1024",
-            min_side=128,
-            max_side=2048,
+            default_size=DEFAULT_SIZE,
+            min_side=MIN_SIDE,
+            max_side=MAX_SIDE,
             side_multiple=side_multiple,
             default_steps=int(metadata["default_steps"]),
             max_steps=100,

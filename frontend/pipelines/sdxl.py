@@ -9,15 +9,18 @@ the served image equals diffusers' for the same weights, prompts, steps and star
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from frontend.adapters import LORA_PARAMETERS, LoraLayout, denoiser_inputs
 from frontend.api.errors import InvalidParameter
 from frontend.pipelines.job import Generation, GenerationJob, Limits
 from frontend.pipelines.noise import noise_batch
+from frontend.pipelines.prompt_cache import Encoded, PromptCache
 from frontend.pipelines.schedulers import EulerDiscrete
 from frontend.pipelines.stages import decode_latents, encode_images, tokenize
 from frontend.progress import Progress
@@ -94,9 +97,14 @@ class SDXLPipeline:
     force_zeros_for_empty_prompt: bool
     text_encoders: Mapping[str, int]
     limits: Limits
+    lora: LoraLayout | None
+    """The UNet's LoRA layers and rank budget; None where it was exported without them."""
+    prompt_cache: PromptCache = field(default_factory=PromptCache, compare=False, repr=False)
+    """Shared by the copies a version or flavour makes (`dataclasses.replace` keeps it)."""
 
     @classmethod
     def from_metadata(cls, name: str, metadata: Mapping[str, Any], triton: TritonClient) -> SDXLPipeline:
+        lora = LoraLayout.from_metadata(metadata["lora"]) if "lora" in metadata else None
         return cls(
             name=name,
             triton=triton,
@@ -111,8 +119,9 @@ class SDXLPipeline:
                 sizes=SIZES,
                 side_multiple=int(metadata["side_multiple"]),
                 default_strength=DEFAULT_STRENGTH,
-                parameters=PARAMETERS,
+                parameters=PARAMETERS | (LORA_PARAMETERS if lora else frozenset()),
             ),
+            lora=lora,
         )
 
     def _model(self, component: str) -> str:
@@ -147,7 +156,13 @@ class SDXLPipeline:
 
     async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray, bool]:
         """Both encoders' penultimate hidden states side by side, text_encoder_2's pooled projection,
-        and whether a prompt was truncated."""
+        and whether a prompt was truncated; prompts this version encoded before come from the cache."""
+        (embeds, pooled), truncated = await self.prompt_cache.encode(
+            self.name, self.triton.model_version, prompts, functools.partial(self._encode_prompts, clock=clock)
+        )
+        return embeds, pooled, truncated
+
+    async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
         ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)
         first, second = await asyncio.gather(
             self.triton.infer(
@@ -161,7 +176,7 @@ class SDXLPipeline:
             ),
         )
         embeds = np.concatenate([first["prompt_embeds"], second["prompt_embeds"]], axis=-1)
-        return embeds, second["text_embeds"], bool(ids["prompt_truncated"].any())
+        return (embeds, second["text_embeds"]), ids["prompt_truncated"]
 
     async def prepare_latents(
         self, job: GenerationJob, sigmas: np.ndarray, clock: InferenceClock
@@ -203,6 +218,7 @@ class SDXLPipeline:
             "encoder_hidden_states": np.repeat(prompt_embeds, n, axis=0),
             "text_embeds": np.repeat(pooled, n, axis=0),
             "time_ids": np.tile(add_time_ids(job.height, job.width), (copies * n, 1)),
+            **denoiser_inputs(self.lora, job.lora, copies * n),
         }
         for index in range(start, len(timesteps)):
             sigma = sigmas[index]

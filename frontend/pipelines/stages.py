@@ -6,6 +6,7 @@ checkpoint's scaling and shift factors in the graph), so nothing here depends on
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import numpy as np
@@ -46,6 +47,11 @@ async def decode_latents(
 ) -> list[np.ndarray]:
     """Height x width x 3 uint8 images."""
     result = await triton.infer(model, {"latent": latents}, ["image"], clock)
-    # diffusers' numpy_to_pil: (image * 255).round() on [0, 1] floats.
-    pixels = (result["image"] * 255).round().astype(np.uint8)
+    # Off the event loop: at 1024x1024 it is 3 M floats an image, time other requests' steps would wait.
+    return await asyncio.to_thread(to_pixels, result["image"])
+
+
+def to_pixels(images: np.ndarray) -> list[np.ndarray]:
+    """(B, 3, H, W) floats in [0, 1] -> H x W x 3 uint8 images, as diffusers' numpy_to_pil rounds."""
+    pixels = (images * 255).round().astype(np.uint8)
     return list(pixels.transpose(0, 2, 3, 1))

@@ -1,15 +1,17 @@
 """The store's records and every query on them, in SQL that SQLite and PostgreSQL both accept.
 
-A dialect (sqlite.py) supplies one primitive, `_transact`: run a function over a `Transaction` in
-one database transaction, off the event loop. Everything else is shared, so a PostgreSQL store is
-that primitive and a placeholder translation, nothing more.
+A dialect (sqlite.py, postgres.py) supplies one primitive, `_transact`: run a function over a
+`Transaction` in one database transaction, off the event loop. Everything else is shared: the
+PostgreSQL store is that primitive, a placeholder translation and a lock around migrations.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -80,6 +82,16 @@ class UsageRecord:
 
 
 @dataclass(frozen=True)
+class RecentUse:
+    """A principal's requests found when one more arrived, and whether it was admitted."""
+
+    admitted: bool
+    requests: int  # admitted within the rate window
+    oldest: float | None  # when the window's oldest request was admitted
+    running: int  # requests holding a generation lease
+
+
+@dataclass(frozen=True)
 class UsageSummary:
     principal: str
     name: str
@@ -90,9 +102,49 @@ class UsageSummary:
     credits: float
 
 
+@dataclass(frozen=True)
+class LoraAdapter:
+    """A registered LoRA adapter (`imagegen lora add`) of one pipeline's denoiser."""
+
+    name: str
+    model: str  # the pipeline name, e.g. flux-dev
+    sha256: str  # of the .safetensors file, which is kept as `<state_dir>/lora/<sha256>.safetensors`
+    rank: int
+    layers: int  # how many of the exported LoRA layers it adapts
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which versions of a pipeline every frontend serves; `generation` grows by one per change."""
+
+    model: str
+    stable_version: int
+    previous_version: int | None = None
+    """What `imagegen rollback` returns to."""
+    canary_version: int | None = None
+    canary_percent: float = 0.0
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What one frontend serves, written every refresh: the routes it applied and its requests in flight."""
+
+    frontend: str
+    address: str
+    serving: dict[str, Any]
+    """Model -> the Route it follows, as a dict."""
+    in_flight: dict[str, int]
+    """`model@version` -> generations running on that version."""
+    seen_at: float
+
+
+_ROUTE_COLUMNS = "model, stable_version, previous_version, canary_version, canary_percent, generation"
 _KEY_COLUMNS = "id, name, prefix, secret_hash, scopes, plan, created_at, revoked_at"
 _ACCOUNT_COLUMNS = "id, username, password_hash, scopes, plan, created_at"
 _PLAN_COLUMNS = "name, benefits, requests_per_minute, concurrent_generations"
+_LORA_COLUMNS = "name, model, sha256, rank, layers, created_at"
 
 
 class Store(ABC):
@@ -100,7 +152,9 @@ class Store(ABC):
 
     @abstractmethod
     async def _transact(self, work: Callable[[Transaction], T]) -> T:
-        """Run `work` in one transaction holding the write lock, committing unless it raises."""
+        """Run `work` in one transaction, committing unless it raises. SQLite holds its write lock
+        throughout; PostgreSQL runs at READ COMMITTED, so work whose reads decide its writes locks a
+        row first (`admit`)."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -224,6 +278,75 @@ class Store(ABC):
     async def delete_session(self, token_hash: str) -> None:
         await self._transact(lambda tx: tx.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)))
 
+    # LoRA adapters
+
+    async def add_lora_adapter(self, adapter: LoraAdapter) -> None:
+        sql = f"INSERT INTO lora_adapters ({_LORA_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        await self._transact(lambda tx: tx.execute(sql, dataclasses.astuple(adapter)))
+
+    async def lora_adapters(self, names: Sequence[str] | None = None) -> list[LoraAdapter]:
+        """The adapters named (those that exist), or all of them, by name."""
+        sql = f"SELECT {_LORA_COLUMNS} FROM lora_adapters"
+        params: tuple[str, ...] = ()
+        if names is not None:
+            sql += f" WHERE name IN ({', '.join('?' * len(names))})" if names else " WHERE 1 = 0"
+            params = tuple(names)
+        rows = await self._transact(lambda tx: tx.fetchall(f"{sql} ORDER BY name", params))
+        return [LoraAdapter(*row) for row in rows]
+
+    async def remove_lora_adapter(self, name: str) -> bool:
+        """False when there is no such adapter."""
+        return await self._transact(lambda tx: tx.execute("DELETE FROM lora_adapters WHERE name = ?", (name,))) == 1
+
+    # Rate limits, counted across every frontend sharing the store
+
+    async def admit(
+        self,
+        principal: str,
+        admission_id: str,
+        now: float,
+        window_start: float,
+        lease_until: float,
+        max_requests: int,
+        max_running: int,
+    ) -> RecentUse:
+        """Admit a request, holding a generation lease until `lease_until` (or `release`), when the
+        principal has fewer than `max_requests` admitted after `window_start` and fewer than
+        `max_running` leases held. The principal's row is locked first (SQLite's write lock covers the
+        whole transaction; PostgreSQL's upsert locks the row), so concurrent admissions count each other.
+        """
+        lock = (
+            "INSERT INTO rate_limit_principals (principal, last_request_at) VALUES (?, ?) "
+            "ON CONFLICT (principal) DO UPDATE SET last_request_at = excluded.last_request_at"
+        )
+        forget = (
+            "DELETE FROM rate_limit_admissions WHERE principal = ? AND admitted_at <= ? "
+            "AND (lease_until IS NULL OR lease_until <= ?)"
+        )
+        count = (
+            "SELECT COALESCE(SUM(CASE WHEN admitted_at > ? THEN 1 ELSE 0 END), 0), "
+            "MIN(CASE WHEN admitted_at > ? THEN admitted_at END), "
+            "COALESCE(SUM(CASE WHEN lease_until > ? THEN 1 ELSE 0 END), 0) "
+            "FROM rate_limit_admissions WHERE principal = ?"
+        )
+        insert = "INSERT INTO rate_limit_admissions (id, principal, admitted_at, lease_until) VALUES (?, ?, ?, ?)"
+
+        def work(tx: Transaction) -> RecentUse:
+            tx.execute(lock, (principal, now))
+            tx.execute(forget, (principal, window_start, now))
+            [(requests, oldest, running)] = tx.fetchall(count, (window_start, window_start, now, principal))
+            admitted = requests < max_requests and running < max_running
+            if admitted:
+                tx.execute(insert, (admission_id, principal, now, lease_until))
+            return RecentUse(admitted, int(requests), oldest, int(running))
+
+        return await self._transact(work)
+
+    async def release(self, admission_id: str) -> None:
+        """End an admitted request's generation lease; its admission still counts in the window."""
+        sql = "UPDATE rate_limit_admissions SET lease_until = NULL WHERE id = ?"
+        await self._transact(lambda tx: tx.execute(sql, (admission_id,)))
+
     # The usage ledger
 
     async def record_usage(self, record: UsageRecord) -> None:
@@ -243,6 +366,53 @@ class Store(ABC):
             f"WHERE u.created_at >= ? GROUP BY u.principal, {name} ORDER BY u.principal"
         )
         return [UsageSummary(*row) for row in await self._transact(lambda tx: tx.fetchall(sql, (since,)))]
+
+    # Model rollouts
+
+    async def routes(self) -> dict[str, Route]:
+        sql = f"SELECT {_ROUTE_COLUMNS} FROM model_routes"
+        return {row[0]: Route(*row) for row in await self._transact(lambda tx: tx.fetchall(sql))}
+
+    async def replace_route(self, route: Route) -> bool:
+        """Write `route` if the stored one is still at `route.generation - 1` (none for generation 1);
+        False when another change came first."""
+        insert = (
+            f"INSERT INTO model_routes ({_ROUTE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING"
+        )
+        update = (
+            "UPDATE model_routes SET stable_version = ?, previous_version = ?, canary_version = ?, "
+            "canary_percent = ?, generation = ?, updated_at = ? WHERE model = ? AND generation = ?"
+        )
+        values = (route.stable_version, route.previous_version, route.canary_version, route.canary_percent)
+        if route.generation == 1:
+            params: tuple[Any, ...] = (route.model, *values, route.generation, time.time())
+            return await self._transact(lambda tx: tx.execute(insert, params)) == 1
+        params = (*values, route.generation, time.time(), route.model, route.generation - 1)
+        return await self._transact(lambda tx: tx.execute(update, params)) == 1
+
+    async def beat(self, heartbeat: Heartbeat) -> None:
+        sql = (
+            "INSERT INTO frontend_heartbeats (frontend, address, serving, in_flight, seen_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (frontend) DO UPDATE SET address = excluded.address, serving = excluded.serving, "
+            "in_flight = excluded.in_flight, seen_at = excluded.seen_at"
+        )
+        serving, in_flight = json.dumps(heartbeat.serving), json.dumps(heartbeat.in_flight)
+        params = (heartbeat.frontend, heartbeat.address, serving, in_flight, heartbeat.seen_at)
+        await self._transact(lambda tx: tx.execute(sql, params))
+
+    async def heartbeats(self, since: float) -> list[Heartbeat]:
+        """The frontends heard from since `since`: those still running."""
+        sql = (
+            "SELECT frontend, address, serving, in_flight, seen_at FROM frontend_heartbeats "
+            "WHERE seen_at >= ? ORDER BY address, frontend"
+        )
+        rows = await self._transact(lambda tx: tx.fetchall(sql, (since,)))
+        return [Heartbeat(f, a, json.loads(s), json.loads(i), t) for f, a, s, i, t in rows]
+
+    async def forget_frontend(self, frontend: str) -> None:
+        sql = "DELETE FROM frontend_heartbeats WHERE frontend = ?"
+        await self._transact(lambda tx: tx.execute(sql, (frontend,)))
 
 
 def _words(values: frozenset[str]) -> str:

@@ -82,6 +82,54 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # About one credit for a 1024x1024 image at FLUX.1-schnell's 4 steps.
         "INSERT INTO prices (plan, model, per_image, per_megapixel_step) VALUES ('studio', '*', 0.0, 0.25)",
     ),
+    # Model rollouts: the routing table every frontend follows, and each frontend's heartbeat of what
+    # it serves (frontend/routing.py).
+    (
+        """CREATE TABLE model_routes (
+            model TEXT PRIMARY KEY,
+            stable_version INTEGER NOT NULL,
+            previous_version INTEGER,
+            canary_version INTEGER,
+            canary_percent DOUBLE PRECISION NOT NULL,
+            generation BIGINT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE frontend_heartbeats (
+            frontend TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            serving TEXT NOT NULL,
+            in_flight TEXT NOT NULL,
+            seen_at DOUBLE PRECISION NOT NULL
+        )""",
+        # The operator's key has every scope, admin.models (new here) included.
+        "UPDATE api_keys SET scopes = scopes || ' admin.models' WHERE name = 'operator'",
+    ),
+    # LoRA adapters (`imagegen lora`, frontend/adapters.py); the file lies under the state dir by content hash.
+    (
+        """CREATE TABLE lora_adapters (
+            name TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            rank INTEGER NOT NULL,
+            layers INTEGER NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+    ),
+    # Rate limits shared by every frontend (frontend/rate_limits.py): a row per principal to lock,
+    # and a row per admitted request, which holds a generation lease while it runs.
+    (
+        """CREATE TABLE rate_limit_principals (
+            principal TEXT PRIMARY KEY,
+            last_request_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE rate_limit_admissions (
+            id TEXT PRIMARY KEY,
+            principal TEXT NOT NULL,
+            admitted_at DOUBLE PRECISION NOT NULL,
+            lease_until DOUBLE PRECISION
+        )""",
+        "CREATE INDEX rate_limit_admissions_principal ON rate_limit_admissions (principal, admitted_at)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -1,15 +1,22 @@
-"""Per-key admission: requests in any minute and generations at once, refused with Retry-After."""
+"""Per-key admission, counted in the store: requests in any minute and generations at once, refused
+with Retry-After, and enforced together by every frontend sharing one store."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
 
 import pytest
 
 from frontend.api.errors import RateLimited
 from frontend.auth.credentials import Principal
-from frontend.rate_limits import Limits, RateLimiter
-from frontend.store.repository import Plan
+from frontend.rate_limits import LEASE_MARGIN_SECONDS, Limits, RateLimiter
+from frontend.store import connect
+from frontend.store.repository import Plan, Store
 
 KEY = Principal("key_a", frozenset(), Plan("studio"))
+REQUEST_TIMEOUT = 300.0
 
 
 class Clock:
@@ -20,34 +27,90 @@ class Clock:
         return self.now
 
 
-def test_requests_beyond_the_minute_limit_wait_for_the_oldest_to_leave_the_window() -> None:
+@pytest.fixture
+def store(store_location: str) -> Iterator[Store]:
+    opened = asyncio.run(connect(store_location))
+    yield opened
+    opened.close()
+
+
+async def admitted(limiter: RateLimiter, principal: Principal = KEY) -> None:
+    async with limiter.admit(principal):
+        pass
+
+
+def test_requests_beyond_the_minute_limit_wait_for_the_oldest_to_leave_the_window(store: Store) -> None:
     clock = Clock()
-    limiter = RateLimiter(Limits(requests_per_minute=2, concurrent_generations=5), clock)
-    for _ in range(2):
-        with limiter.admit(KEY):
-            clock.now += 10
-    with pytest.raises(RateLimited) as refused, limiter.admit(KEY):
-        pass
-    assert refused.value.headers == {"Retry-After": "40"}  # the first request leaves the window at 1060
-    clock.now = 1060.0
-    with limiter.admit(KEY):
-        pass
+    limiter = RateLimiter(store, Limits(requests_per_minute=2, concurrent_generations=5), REQUEST_TIMEOUT, clock)
+
+    async def scenario() -> None:
+        for _ in range(2):
+            async with limiter.admit(KEY):
+                clock.now += 10
+        with pytest.raises(RateLimited) as refused:
+            await admitted(limiter)
+        assert refused.value.headers == {"Retry-After": "40"}  # the first request leaves the window at 1060
+        clock.now = 1060.0
+        await admitted(limiter)
+
+    asyncio.run(scenario())
 
 
-def test_generations_beyond_the_concurrency_limit_are_refused_until_one_ends() -> None:
-    limiter = RateLimiter(Limits(requests_per_minute=100, concurrent_generations=1), Clock())
-    with limiter.admit(KEY):
-        with pytest.raises(RateLimited) as refused, limiter.admit(KEY):
-            pass
-        assert refused.value.headers == {"Retry-After": "1"}
-        other_key = Principal("key_b", frozenset(), Plan("studio"))
-        with limiter.admit(other_key):
-            pass
-    with limiter.admit(KEY):
-        pass
+def test_generations_beyond_the_concurrency_limit_are_refused_until_one_ends(store: Store) -> None:
+    limiter = RateLimiter(store, Limits(requests_per_minute=100, concurrent_generations=1), REQUEST_TIMEOUT, Clock())
+
+    async def scenario() -> None:
+        async with limiter.admit(KEY):
+            with pytest.raises(RateLimited) as refused:
+                await admitted(limiter)
+            assert refused.value.headers == {"Retry-After": "1"}
+            await admitted(limiter, Principal("key_b", frozenset(), Plan("studio")))
+        await admitted(limiter)
+
+    asyncio.run(scenario())
 
 
-def test_a_plans_own_limits_replace_the_defaults() -> None:
-    limiter = RateLimiter(Limits(60, 4))
+def test_a_slot_left_by_a_dead_replica_frees_after_the_request_deadline(store: Store) -> None:
+    clock = Clock()
+    limiter = RateLimiter(store, Limits(requests_per_minute=100, concurrent_generations=1), REQUEST_TIMEOUT, clock)
+
+    async def scenario() -> None:
+        # A replica that dies mid-request never leaves the context: its lease is never released.
+        dying = contextlib.AsyncExitStack()
+        await dying.enter_async_context(limiter.admit(KEY))
+        clock.now += REQUEST_TIMEOUT
+        with pytest.raises(RateLimited):
+            await admitted(limiter)
+        clock.now += LEASE_MARGIN_SECONDS
+        await admitted(limiter)
+
+    asyncio.run(scenario())
+
+
+def test_replicas_sharing_a_store_admit_exactly_the_limit_together(store_location: str) -> None:
+    """Two frontends (two stores, each with its own connections) on one database, 24 requests at once:
+    the plan's 5 requests a minute are admitted, not 5 per frontend."""
+    stores = [asyncio.run(connect(store_location)) for _ in range(2)]
+    limiters = [RateLimiter(store, Limits(5, 100), REQUEST_TIMEOUT) for store in stores]
+
+    async def attempt(limiter: RateLimiter) -> bool:
+        try:
+            await admitted(limiter)
+        except RateLimited:
+            return False
+        return True
+
+    async def burst() -> list[bool]:
+        return await asyncio.gather(*(attempt(limiters[i % 2]) for i in range(24)))
+
+    try:
+        assert sum(asyncio.run(burst())) == 5
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_plans_own_limits_replace_the_defaults(store: Store) -> None:
+    limiter = RateLimiter(store, Limits(60, 4), REQUEST_TIMEOUT)
     assert limiter.limits(Plan("tight", requests_per_minute=2)) == Limits(2, 4)
     assert limiter.limits(Plan("studio")) == Limits(60, 4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.requests import Request
@@ -14,15 +13,15 @@ from frontend.api.errors import CsrfRejected
 from frontend.auth.passwords import hash_password, verify_password
 from frontend.auth.scopes import IMAGES
 from frontend.auth.sessions import CSRF_HEADER, Sessions
-from frontend.store.repository import Account
-from frontend.store.sqlite import SqliteStore
+from frontend.store import connect
+from frontend.store.repository import Account, Store
 
 ALICE = Account("acct_alice", "alice", "unused", frozenset({IMAGES}), "studio", 0.0)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = asyncio.run(SqliteStore.open(tmp_path / "imagegen.db"))
+def store(store_location: str) -> Iterator[Store]:
+    opened = asyncio.run(connect(store_location))
     asyncio.run(opened.add_account(ALICE))
     yield opened
     opened.close()
@@ -37,7 +36,7 @@ def cookie_of(sessions: Sessions) -> tuple[str, str]:
     return cookies["imagegen_session"], cookies["imagegen_csrf"]
 
 
-def test_a_session_cookie_resumes_until_it_ends(store: SqliteStore) -> None:
+def test_a_session_cookie_resumes_until_it_ends(store: Store) -> None:
     sessions = Sessions(store, "secret", ttl_seconds=60)
     cookie, _ = cookie_of(sessions)
     session = asyncio.run(sessions.resume(cookie))
@@ -47,7 +46,7 @@ def test_a_session_cookie_resumes_until_it_ends(store: SqliteStore) -> None:
 
 
 @pytest.mark.parametrize("tamper", ["expiry", "signature", "secret"])
-def test_a_forged_cookie_is_refused(store: SqliteStore, tamper: str) -> None:
+def test_a_forged_cookie_is_refused(store: Store, tamper: str) -> None:
     sessions = Sessions(store, "secret", ttl_seconds=60)
     cookie, _ = cookie_of(sessions)
     token, expires, signature = cookie.split(".")
@@ -60,13 +59,13 @@ def test_a_forged_cookie_is_refused(store: SqliteStore, tamper: str) -> None:
     assert asyncio.run(checker.resume(value)) is None
 
 
-def test_an_expired_session_is_refused(store: SqliteStore) -> None:
+def test_an_expired_session_is_refused(store: Store) -> None:
     sessions = Sessions(store, "secret", ttl_seconds=0)
     cookie, _ = cookie_of(sessions)
     assert asyncio.run(sessions.resume(cookie)) is None
 
 
-def test_the_csrf_token_belongs_to_its_session(store: SqliteStore) -> None:
+def test_the_csrf_token_belongs_to_its_session(store: Store) -> None:
     sessions = Sessions(store, "secret", ttl_seconds=60)
     first, first_csrf = cookie_of(sessions)
     _, second_csrf = cookie_of(sessions)
@@ -83,7 +82,7 @@ def test_the_csrf_token_belongs_to_its_session(store: SqliteStore) -> None:
             sessions.check_csrf(post(token), session)
 
 
-def test_session_cookie_is_http_only_and_same_site(store: SqliteStore) -> None:
+def test_session_cookie_is_http_only_and_same_site(store: Store) -> None:
     sessions = Sessions(store, "secret", ttl_seconds=60)
     session = asyncio.run(sessions.start(ALICE))
     for secure in (False, True):

@@ -1,47 +1,69 @@
-"""The SQLite store: versioned migrations, keys by hash and prefix, prices, the usage ledger."""
+"""The store in both dialects (SQLite, PostgreSQL): versioned migrations, keys by hash and prefix,
+prices, the usage ledger, and several stores sharing one database."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from frontend.auth.keys import create_key, ensure_operator_key, find_key
 from frontend.auth.scopes import IMAGES, SCOPES
-from frontend.store.repository import Account, Price, UsageRecord
+from frontend.store import connect
+from frontend.store.repository import Account, Price, Store, UsageRecord
 from frontend.store.schema import LATEST
-from frontend.store.sqlite import SqliteStore
 
 OPERATOR_KEY = "sk-operator-0123456789abcdef0123"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = asyncio.run(SqliteStore.open(tmp_path / "imagegen.db"))
+def store(store_location: str) -> Iterator[Store]:
+    opened = asyncio.run(connect(store_location))
     yield opened
     opened.close()
 
 
-def test_a_new_store_gets_every_migration_once(store: SqliteStore) -> None:
+def schema_versions(store: Store) -> list[int]:
+    rows = asyncio.run(store._transact(lambda tx: tx.fetchall("SELECT version FROM schema_migrations ORDER BY 1")))
+    return [version for (version,) in rows]
+
+
+def test_a_new_store_gets_every_migration_once(store: Store) -> None:
     assert asyncio.run(store.migrate()) == []
-    with sqlite3.connect(store.path) as connection:
-        versions = [version for (version,) in connection.execute("SELECT version FROM schema_migrations")]
-    assert versions == list(range(1, LATEST + 1))
+    assert schema_versions(store) == list(range(1, LATEST + 1))
 
 
-def test_a_store_newer_than_the_code_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "imagegen.db"
-    asyncio.run(SqliteStore.open(path)).close()
-    with sqlite3.connect(path) as connection:
-        connection.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)", (LATEST + 1,))
+def test_frontends_starting_together_migrate_the_database_once(store_location: str) -> None:
+    with ThreadPoolExecutor(4) as starting:
+        stores = list(starting.map(lambda _: asyncio.run(connect(store_location)), range(4)))
+    try:
+        assert schema_versions(stores[0]) == list(range(1, LATEST + 1))
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_store_newer_than_the_code_is_refused(store: Store, store_location: str) -> None:
+    sql = "INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)"
+    asyncio.run(store._transact(lambda tx: tx.execute(sql, (LATEST + 1,))))
     with pytest.raises(ValueError, match="newer than this code"):
-        asyncio.run(SqliteStore.open(path))
+        asyncio.run(connect(store_location))
 
 
-def test_a_key_is_found_by_its_secret_until_revoked(store: SqliteStore) -> None:
+def test_a_key_made_through_one_store_is_found_and_revoked_through_another(store: Store, store_location: str) -> None:
+    other = asyncio.run(connect(store_location))
+    try:
+        key, secret = asyncio.run(create_key(store, {IMAGES}, "studio", "ci"))
+        assert asyncio.run(find_key(other, secret)) == key
+        assert asyncio.run(other.revoke_key(key.id))
+        assert asyncio.run(find_key(store, secret)) is None
+    finally:
+        other.close()
+
+
+def test_a_key_is_found_by_its_secret_until_revoked(store: Store) -> None:
     key, secret = asyncio.run(create_key(store, {IMAGES}, "studio", "ci"))
     assert asyncio.run(find_key(store, secret)) == key
     assert asyncio.run(find_key(store, secret[:-1] + "x")) is None
@@ -50,38 +72,38 @@ def test_a_key_is_found_by_its_secret_until_revoked(store: SqliteStore) -> None:
     assert not asyncio.run(store.revoke_key(key.id))
 
 
-def test_a_key_needs_an_existing_plan(store: SqliteStore) -> None:
+def test_a_key_needs_an_existing_plan(store: Store) -> None:
     with pytest.raises(ValueError, match="no plan 'gold'"):
         asyncio.run(create_key(store, {IMAGES}, "gold"))
 
 
-def test_the_operator_key_is_stored_once_with_every_scope(store: SqliteStore) -> None:
+def test_the_operator_key_is_stored_once_with_every_scope(store: Store) -> None:
     assert asyncio.run(ensure_operator_key(store, OPERATOR_KEY))
     assert not asyncio.run(ensure_operator_key(store, OPERATOR_KEY))
     [key] = asyncio.run(store.keys())
     assert (key.scopes, key.plan, key.prefix) == (SCOPES, "studio", OPERATOR_KEY[:14])
 
 
-def test_a_short_operator_key_is_refused(store: SqliteStore) -> None:
+def test_a_short_operator_key_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="at least 32 characters"):
         asyncio.run(ensure_operator_key(store, "sk-short"))
 
 
-def test_a_models_own_price_wins_over_the_plans_default(store: SqliteStore) -> None:
+def test_a_models_own_price_wins_over_the_plans_default(store: Store) -> None:
     asyncio.run(store.set_price("studio", "flux-dev", Price(1.0, 0.5)))
     assert asyncio.run(store.price("studio", "flux-dev")) == Price(1.0, 0.5)
     assert asyncio.run(store.price("studio", "flux-schnell")) == Price(0.0, 0.25)
     assert asyncio.run(store.price("free", "flux-schnell")) is None
 
 
-def test_a_taken_username_is_refused(store: SqliteStore) -> None:
+def test_a_taken_username_is_refused(store: Store) -> None:
     account = Account("acct_1", "alice", "hash", frozenset({IMAGES}), "studio", 0.0)
     asyncio.run(store.add_account(account))
-    with pytest.raises(ValueError, match="UNIQUE"):
+    with pytest.raises(ValueError, match=r"(?i)refused by the store: .*unique"):
         asyncio.run(store.add_account(Account("acct_2", "alice", "hash", frozenset(), "free", 0.0)))
 
 
-def test_usage_is_summarised_per_key(store: SqliteStore) -> None:
+def test_usage_is_summarised_per_key(store: Store) -> None:
     key, _ = asyncio.run(create_key(store, {IMAGES}, "studio", "ci"))
     rows = [
         UsageRecord("use_1", key.id, 10.0, "flux-schnell", 2, 256, 256, 4, 1e-6, 0.5, 120.0, 200, None),

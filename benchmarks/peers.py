@@ -1,0 +1,122 @@
+"""The server's in-process peers: what one process makes of the same weights without any server.
+
+(a) `DiffusersPeer`: diffusers' `FluxPipeline` on torch's CPU, loading the checkpoint folder.
+(b) `OrtPeer`: a plain ONNX Runtime loop over the very files the server serves from the model
+    repository (tokenizer.json files, both text encoders, the transformer, the VAE decoder), with the
+    frontend's own scheduler and latent math: the floor for this stack, no HTTP, no Triton, no queues.
+
+Both take the served image's initial latents (`frontend.pipelines.flux.initial_latents`), so all
+three make the same image for the same seed, and both return uint8 (H, W, 3) arrays, unencoded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from google.protobuf import text_format
+from tokenizers import Tokenizer
+from tritonclient.grpc import model_config_pb2 as pb
+
+from export.repository import PIPELINE_PARAMETER
+from frontend.pipelines.flux import PACKING, initial_latents, latent_image_ids, unpack_latents
+from frontend.pipelines.schedulers import FlowMatchEuler
+
+VERSION = "1"
+
+
+def session_options() -> ort.SessionOptions:
+    """The options the Triton shim gives every session (backends/onnxruntime/model.py), so the two
+    compare like for like: ORT's default intra-op threads (one per core), no spin-waiting."""
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class OrtPeer:
+    """Peer (b): one FLUX pipeline of a model repository, run by ONNX Runtime in this process."""
+
+    def __init__(self, repository: Path, name: str) -> None:
+        self._folder = lambda component: repository / f"{name}_{component}"
+        config = text_format.Parse((self._folder("transformer") / "config.pbtxt").read_text(), pb.ModelConfig())
+        metadata = json.loads(config.parameters[PIPELINE_PARAMETER].string_value)
+        self.scheduler = FlowMatchEuler.from_config(metadata["scheduler"])
+        self.vae_scale_factor = int(metadata["vae_scale_factor"])
+        self.t5_length = int(metadata["text_encoders"]["text_encoder_2"])
+        """T5's prompt length (256 for schnell), diffusers' `max_sequence_length` for the same image."""
+        self.tokenizers = {
+            encoder: Tokenizer.from_file(str(self._folder("tokenizer") / VERSION / encoder / "tokenizer.json"))
+            for encoder in metadata["text_encoders"]
+        }
+        self.sessions = {
+            component: self._session(component)
+            for component in ("text_encoder", "text_encoder_2", "transformer", "vae_decoder")
+        }
+
+    def _session(self, component: str) -> ort.InferenceSession:
+        path = self._folder(component) / VERSION / "model.onnx"
+        return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+
+    def generate(self, prompt: str, seed: int, width: int, height: int, steps: int) -> np.ndarray:
+        ids = {encoder: np.array([t.encode(prompt).ids], dtype=np.int64) for encoder, t in self.tokenizers.items()}
+        (pooled,) = self.sessions["text_encoder"].run(["pooled_embeds"], {"input_ids": ids["text_encoder"]})
+        (prompt_embeds,) = self.sessions["text_encoder_2"].run(["prompt_embeds"], {"input_ids": ids["text_encoder_2"]})
+        latent_height, latent_width = height // self.vae_scale_factor, width // self.vae_scale_factor
+        latents = initial_latents([seed], height, width)
+        sigmas, timesteps = self.scheduler.schedule(steps, (latent_height // PACKING) * (latent_width // PACKING))
+        feeds = {
+            "hidden_states": latents,
+            "encoder_hidden_states": prompt_embeds,
+            "pooled_projections": pooled,
+            "img_ids": latent_image_ids(latent_height, latent_width)[None],
+        }
+        feeds |= self._neutral_inputs(feeds)
+        for index, timestep in enumerate(timesteps):
+            feeds["hidden_states"] = latents
+            feeds["timestep"] = np.full((1, 1), timestep / np.float32(1000), dtype=np.float32)
+            (noise_pred,) = self.sessions["transformer"].run(["noise_pred"], feeds)
+            latents = self.scheduler.step(latents, noise_pred, sigmas[index], sigmas[index + 1])
+        latent = unpack_latents(latents, latent_height, latent_width)
+        (image,) = self.sessions["vae_decoder"].run(["image"], {"latent": latent})
+        return (image[0] * 255).round().astype(np.uint8).transpose(1, 2, 0)
+
+    def _neutral_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Zeros, one row, for the transformer's optional inputs the loop does not set (LoRA factors:
+        zeros are no adapter), as the server sends for a request without them."""
+        declared = self.sessions["transformer"].get_inputs()
+        return {
+            i.name: np.zeros((1, *i.shape[1:]), dtype=np.float32)
+            for i in declared
+            if i.name not in feeds and i.name != "timestep" and all(isinstance(d, int) for d in i.shape[1:])
+        }
+
+
+class DiffusersPeer:
+    """Peer (a): diffusers' FluxPipeline, float32 on torch's CPU, with torch's default threads."""
+
+    def __init__(self, checkpoint: Path, max_sequence_length: int) -> None:
+        from diffusers import FluxPipeline
+
+        self.pipeline: Any = FluxPipeline.from_pretrained(checkpoint)
+        self.pipeline.set_progress_bar_config(disable=True)
+        self.max_sequence_length = max_sequence_length
+
+    def generate(self, prompt: str, seed: int, width: int, height: int, steps: int) -> np.ndarray:
+        import torch
+
+        latents = torch.from_numpy(initial_latents([seed], height, width))
+        with torch.inference_mode():
+            images = self.pipeline(
+                prompt,
+                width=width,
+                height=height,
+                num_inference_steps=steps,
+                guidance_scale=0.0,
+                latents=latents,
+                max_sequence_length=self.max_sequence_length,
+                output_type="np",
+            ).images
+        return (images[0] * 255).round().astype(np.uint8)

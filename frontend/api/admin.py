@@ -1,0 +1,78 @@
+"""The operator's API, under the `admin.models` scope: roll a pipeline's version out or back, reload
+the catalog, and see what every frontend serves (`imagegen rollout|rollback|status|catalog-reload`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from frontend.api.errors import AdminRefused, InvalidParameter, MalformedBody
+from frontend.auth.scopes import ADMIN_MODELS
+from frontend.rollout import Switch
+
+
+class RolloutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, description="The version exported beside the current one (`imagegen export --version`)")
+    canary_percent: float | None = Field(
+        default=None, gt=0, lt=100, description="Send this share of requests to `version` until it is promoted"
+    )
+
+
+async def roll_out(request: Request) -> JSONResponse:
+    """Load, warm up, switch to, drain to, and unload the old: answers when the rollout is finished."""
+    state = request.app.state
+    await state.auth.authorize(request, ADMIN_MODELS)
+    body = parse_rollout(await request.body())
+    switch = await state.rollouts.roll_out(request.path_params["model"], body.version, body.canary_percent)
+    return switched(switch)
+
+
+async def roll_back(request: Request) -> JSONResponse:
+    """End a canary, else return to the previous stable version, the same way as a rollout."""
+    state = request.app.state
+    await state.auth.authorize(request, ADMIN_MODELS)
+    return switched(await state.rollouts.roll_back(request.path_params["model"]))
+
+
+async def status(request: Request) -> JSONResponse:
+    """The routing table as every live frontend follows it, with its generations in flight per version."""
+    state = request.app.state
+    await state.auth.authorize(request, ADMIN_MODELS)
+    frontends = [dataclasses.asdict(beat) for beat in await state.routing.live_frontends()]
+    return JSONResponse({"frontends": frontends})
+
+
+async def reload_catalog(request: Request) -> JSONResponse:
+    """Read the catalog file and rediscover Triton's pipelines now (frontends also re-read a changed
+    file within a second by themselves)."""
+    state = request.app.state
+    await state.auth.authorize(request, ADMIN_MODELS)
+    try:
+        catalog = await state.catalog_source.load()
+    except ValueError as exc:
+        raise AdminRefused(f"The catalog was not reloaded: {exc}") from None
+    state.catalog = catalog
+    return JSONResponse({"models": catalog.public_ids()})
+
+
+def parse_rollout(body: bytes) -> RolloutRequest:
+    try:
+        return RolloutRequest.model_validate(json.loads(body or b"{}"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MalformedBody(f"The request body is not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        raise InvalidParameter(f"{param}: {first['msg']}", param=param) from None
+
+
+def switched(switch: Switch) -> JSONResponse:
+    return JSONResponse(
+        {"route": dataclasses.asdict(switch.route), "drained": switch.drained, "seconds": round(switch.seconds, 3)}
+    )

@@ -1,0 +1,124 @@
+"""The frontend's Prometheus metrics, served at `/metrics` (README, Observability).
+
+Per generation request, counted once where it ends, from its ledger row (`accounting.py`): requests
+by model, status and error code, latency, denoising steps, images, energy, credits and Triton time.
+Queue depth and running generations are read from `admission.py` at scrape time, never counted
+twice. Every HTTP answer is counted by method, route template and status (`api/request_ids.py`), so
+refusals before a request reaches the ledger (401, 403, a key's 429) show too.
+
+Each app has a registry of its own, not prometheus_client's global one, so one process (a test)
+can build several apps. Labels come from the server's own names, never from what a client sent: a
+request whose model was not resolved has `model=""`, one that matched no route `route="unmatched"`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from frontend.admission import Admission
+from frontend.store.repository import UsageRecord
+
+disable_created_metrics()  # `*_created` series, one per counter and label set, that no query here needs
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
+"""Seconds: a refused request (tens of ms) up to a large FLUX.1-dev batch on a busy GPU."""
+
+
+class AdmissionCollector(Collector):
+    """Each model's generations running and waiting, as `/readyz` reports them, at scrape time."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+    def collect(self) -> Iterable[Metric]:
+        queued = GaugeMetricFamily("imagegen_queue_depth", "Generations waiting for a slot", labels=["model"])
+        running = GaugeMetricFamily("imagegen_running", "Generations running", labels=["model"])
+        for model, load in self.admission.load().items():
+            queued.add_metric([model], load["queued"])
+            running.add_metric([model], load["running"])
+        return [queued, running]
+
+
+class Metrics:
+    def __init__(self, admission: Admission) -> None:
+        self.registry = CollectorRegistry()
+        per_model = {"labelnames": ["model"], "registry": self.registry}
+        self.requests = Counter(
+            "imagegen_requests",
+            "Generation requests by model, HTTP status and error code",
+            ["model", "status", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "imagegen_request_duration_seconds",
+            "Generation request latency, queueing included",
+            ["model", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.steps = Counter("imagegen_denoise_steps", "Denoising steps run (one batched call each)", **per_model)
+        self.images = Counter("imagegen_images", "Images returned", **per_model)
+        self.energy = Counter("imagegen_energy_kwh", "Energy of the requests, as energy_cost reports it", **per_model)
+        self.credits = Counter("imagegen_credits", "Credits charged", **per_model)
+        self.compute = Counter("imagegen_triton_compute_seconds", "Seconds spent waiting on Triton", **per_model)
+        self.http = Counter(
+            "imagegen_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.registry.register(AdmissionCollector(admission))
+        ProcessCollector(registry=self.registry)
+
+    def observe_generation(self, record: UsageRecord, compute_seconds: float, steps: int) -> None:
+        """One generation request ended (its ledger row); `steps`: the denoising steps it ran."""
+        model, status = record.model or "", str(record.status)
+        self.requests.labels(model, status, record.code or "").inc()
+        self.duration.labels(model, status).observe(record.latency_ms / 1000)
+        self.steps.labels(model).inc(steps)
+        self.energy.labels(model).inc(record.energy_kwh)
+        self.credits.labels(model).inc(record.credits)
+        self.compute.labels(model).inc(compute_seconds)
+        if record.status == 200 and record.n:
+            self.images.labels(model).inc(record.n)
+
+    def observe_http(self, method: str, route: str, status: int) -> None:
+        self.http.labels(method, route, str(status)).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    @contextlib.contextmanager
+    def served_on(self, host: str, port: int | None) -> Iterator[None]:
+        """While open, serve the metrics on a port of their own (`IMAGEGEN_METRICS_PORT`); None: not."""
+        if port is None:
+            yield
+            return
+        server, thread = start_http_server(port, host, self.registry)
+        try:
+            yield
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+async def serve_metrics(request: Request) -> Response:
+    """`GET /metrics`, without credentials, in Prometheus' text format."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,194 @@
+"""Rollouts and rollbacks of a pipeline's version: load, warm up, switch, drain, unload.
+
+A switch, whatever asks for it (`imagegen rollout`, a canary, its promotion, `imagegen rollback`):
+1. load the versions the new route needs beside those serving now, in every component of the
+   pipeline (Triton's explicit model control, a version policy naming exactly those versions);
+2. warm each new version up: one small generation through every component on that version, so a
+   version that does not load or run is refused before any client sees it;
+3. write the new route to the store (compare-and-set on its generation): every frontend follows it
+   within a refresh, and a request keeps the version it started on (routing.py pins it);
+4. drain: wait until every live frontend follows the new route and runs nothing on a retired
+   version, for at most the request timeout (no request runs longer), plus two refreshes;
+5. unload the retired versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import numpy as np
+
+from frontend.api.errors import AdminConflict, AdminRefused, APIError, ModelNotFound
+from frontend.catalog import Catalog, Pipeline
+from frontend.pipelines.job import GenerationJob
+from frontend.progress import Progress
+from frontend.routing import REFRESH_SECONDS, Routing, in_flight_key, route_versions
+from frontend.store.repository import Route
+from frontend.triton import TritonClient
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("tokenizer", "text_encoder", "text_encoder_2", "transformer", "unet", "vae_encoder", "vae_decoder")
+"""Component models a pipeline may have (`<pipeline>_<component>` in Triton); a rollout moves all of
+those present together."""
+DRAIN_POLL_SECONDS = 0.1
+
+
+def component_models(pipeline: str, ready: Mapping[str, set[int]]) -> list[str]:
+    """The pipeline's models that Triton serves in some version."""
+    return [f"{pipeline}_{component}" for component in COMPONENTS if f"{pipeline}_{component}" in ready]
+
+
+@dataclasses.dataclass(frozen=True)
+class Switch:
+    route: Route
+    drained: bool
+    """False when a frontend still ran requests on a retired version at the drain deadline."""
+    seconds: float
+
+
+class Rollouts:
+    def __init__(
+        self, triton: TritonClient, routing: Routing, catalog: Callable[[], Catalog], request_timeout: float
+    ) -> None:
+        self.triton = triton
+        self.routing = routing
+        self.catalog = catalog
+        self.drain_timeout = request_timeout + 2 * REFRESH_SECONDS
+        self._busy: set[str] = set()
+
+    async def roll_out(self, model: str, version: int, canary_percent: float | None) -> Switch:
+        """Serve `version` of `model` to every request, or to `canary_percent` of them beside the stable one."""
+        async with self._exclusive(model) as pipeline:
+            route = await self._stored_route(model)
+            if canary_percent is None:
+                if version == route.stable_version and route.canary_version is None:
+                    raise AdminConflict(f"{model} already serves version {version} to every request.")
+                previous = route.stable_version if version != route.stable_version else route.previous_version
+                new = Route(model, version, previous, None, 0.0, route.generation + 1)
+            else:
+                if version == route.stable_version:
+                    raise AdminConflict(f"Version {version} is {model}'s stable version, not a canary.")
+                new = dataclasses.replace(
+                    route, canary_version=version, canary_percent=canary_percent, generation=route.generation + 1
+                )
+            return await self._switch(pipeline, route, new)
+
+    async def roll_back(self, model: str) -> Switch:
+        """End a canary, or else return to the previous stable version."""
+        async with self._exclusive(model) as pipeline:
+            route = await self._stored_route(model)
+            if route.canary_version is not None:
+                new = dataclasses.replace(route, canary_version=None, canary_percent=0.0)
+            elif route.previous_version is not None:
+                new = Route(model, route.previous_version, route.stable_version)
+            else:
+                raise AdminConflict(f"{model} has no previous version to roll back to.")
+            return await self._switch(pipeline, route, dataclasses.replace(new, generation=route.generation + 1))
+
+    async def reconcile(self) -> None:
+        """Load the routed versions Triton lacks, beside what it serves: a restarted Triton loads only
+        each model's latest version, which may not be the one routed (after a rollback, say)."""
+        ready = await self.triton.ready_versions()
+        for name in self.catalog().pipelines:
+            wanted = route_versions(self.routing.route(name))
+            missing = [model for model in component_models(name, ready) if not wanted <= ready[model]]
+            if missing and name not in self._busy:
+                log.warning("%s: Triton lacks routed versions %s; loading them", name, sorted(wanted))
+                await asyncio.gather(*(self.triton.load_versions(model, ready[model] | wanted) for model in missing))
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, model: str) -> AsyncIterator[Pipeline]:
+        """The pipeline, while no other switch of it runs in this frontend (the store's compare-and-set
+        refuses one from another frontend)."""
+        pipeline = self.catalog().pipelines.get(model)
+        if pipeline is None:
+            raise ModelNotFound(f"No pipeline `{model}` is served; `imagegen status` lists them.", param="model")
+        if model in self._busy:
+            raise AdminConflict(f"A rollout of {model} is already under way.")
+        self._busy.add(model)
+        try:
+            yield pipeline
+        finally:
+            self._busy.discard(model)
+
+    async def _stored_route(self, model: str) -> Route:
+        """The model's row in the routing table, first written (generation 1) when it has none, so a
+        frontend starting while two versions are loaded serves the right one."""
+        await self.routing.refresh()
+        route = self.routing.route(model)
+        if route.generation == 0:
+            route = dataclasses.replace(route, generation=1)
+            if not await self.routing.store.replace_route(route):
+                raise AdminConflict(f"The routing table of {model} changed meanwhile; try again.")
+        return route
+
+    async def _switch(self, pipeline: Pipeline, route: Route, new: Route) -> Switch:
+        started = time.monotonic()
+        models = component_models(pipeline.name, await self.triton.ready_versions())
+        before, after = route_versions(route), route_versions(new)
+        added = after - before
+        if added:
+            await self._load(models, before | after, keep=before)
+            for version in sorted(added):
+                await self._warm_up(pipeline, version, models, keep=before)
+        if not await self.routing.store.replace_route(new):
+            raise AdminConflict(f"The routing table of {pipeline.name} changed meanwhile; try again.")
+        log.info("%s: route generation %d serves %s", pipeline.name, new.generation, sorted(after))
+        drained = await self._drain(new, retired=before - after)
+        await self._load(models, after, keep=after)
+        return Switch(new, drained, time.monotonic() - started)
+
+    async def _load(self, models: list[str], versions: set[int], keep: set[int]) -> None:
+        """Every component at exactly `versions`; on failure, back to `keep` and refused."""
+        try:
+            await asyncio.gather(*(self.triton.load_versions(model, versions) for model in models))
+        except APIError as exc:
+            await asyncio.gather(*(self.triton.load_versions(model, keep) for model in models))
+            raise AdminRefused(f"Triton could not load versions {sorted(versions)}: {exc.message}") from None
+
+    async def _warm_up(self, pipeline: Pipeline, version: int, models: list[str], keep: set[int]) -> None:
+        """One small generation through every component on `version`; a failure unloads it again."""
+        bound = dataclasses.replace(pipeline, triton=pipeline.triton.at_version(version))  # type: ignore[type-var]
+        limits = pipeline.limits
+        side = max(limits.min_side, limits.side_multiple)
+        img2img = "input_images" in limits.parameters
+        job = GenerationJob(
+            prompt="warm-up",
+            width=side,
+            height=side,
+            steps=1,
+            seeds=[0],
+            guidance=limits.default_guidance,
+            init_images=np.full((1, 3, side, side), 0.5, dtype=np.float32) if img2img else None,
+            strength=1.0,
+        )
+        try:
+            await bound.generate(job, Progress())
+        except APIError as exc:
+            await asyncio.gather(*(self.triton.load_versions(model, keep) for model in models))
+            raise AdminRefused(f"Version {version} of {pipeline.name} failed its warm-up: {exc.message}") from None
+
+    async def _drain(self, new: Route, retired: set[int]) -> bool:
+        """Wait until every live frontend follows `new` and runs nothing on a retired version."""
+        deadline = time.monotonic() + self.drain_timeout
+        retired_keys = [in_flight_key(new.model, version) for version in retired]
+        while True:
+            await self.routing.refresh()
+            waiting = [
+                beat.address
+                for beat in await self.routing.live_frontends()
+                if beat.serving.get(new.model, {}).get("generation", 0) < new.generation
+                or any(beat.in_flight.get(key, 0) for key in retired_keys)
+            ]
+            if not waiting:
+                return True
+            if time.monotonic() > deadline:
+                log.warning("%s: %s still on a retired version after the drain timeout", new.model, waiting)
+                return False
+            await asyncio.sleep(DRAIN_POLL_SECONDS)

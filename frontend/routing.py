@@ -1,0 +1,101 @@
+"""Which version of each pipeline this frontend serves, and the heartbeat that tells rollouts so.
+
+The routing table lives in the store, one row per pipeline (`Route`: stable version, canary version
+and percent, the previous version, a generation counter). Every frontend re-reads it each refresh
+(`REFRESH_SECONDS`), follows it, and writes a heartbeat: the route it follows per pipeline and how
+many generations run on each version. A rollout (rollout.py) waits on those heartbeats, so frontends
+sharing one store converge within a refresh, whichever of them ran the rollout. A pipeline without
+a row is served at the version the catalog found loaded in Triton.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from frontend.catalog import Catalog, Pipeline
+from frontend.store.repository import Heartbeat, Route, Store
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 1.0
+"""How often a frontend re-reads the routing table and writes its heartbeat."""
+STALE_SECONDS = 5 * REFRESH_SECONDS
+"""A frontend not heard from for this long has stopped: rollouts no longer wait for it."""
+VERSION_HEADER = "X-Model-Version"
+"""Response header naming the version of the pipeline that made the images."""
+
+
+def route_versions(route: Route) -> set[int]:
+    """The versions a route sends requests to."""
+    return {route.stable_version} | ({route.canary_version} if route.canary_version is not None else set())
+
+
+def in_flight_key(pipeline: str, version: int) -> str:
+    return f"{pipeline}@{version}"
+
+
+class Routing:
+    """This frontend's copy of the routing table and its generations in flight per (pipeline, version)."""
+
+    def __init__(self, store: Store, address: str, catalog: Callable[[], Catalog]) -> None:
+        self.store = store
+        self.frontend = f"{socket.gethostname()}-{os.getpid()}-{random.randbytes(3).hex()}"
+        self.address = address
+        self.catalog = catalog
+        """The current catalog: its `versions` are served where the table has no row."""
+        self._routes: dict[str, Route] = {}
+        self._in_flight: Counter[str] = Counter()
+        # Canary assignment is random per request: a key's requests spread over both versions in
+        # the same share as everyone's, and no state is needed to split.
+        self._random = random.Random()
+
+    def route(self, pipeline: str) -> Route:
+        """The stored route, or one serving the discovered version (generation 0: never changed)."""
+        return self._routes.get(pipeline) or Route(pipeline, self.catalog().versions.get(pipeline, 1))
+
+    def choose(self, pipeline: str) -> int:
+        route = self.route(pipeline)
+        if route.canary_version is not None and self._random.random() * 100 < route.canary_percent:
+            return route.canary_version
+        return route.stable_version
+
+    @contextlib.contextmanager
+    def pinned(self, pipeline: Pipeline) -> Iterator[tuple[Pipeline, int]]:
+        """`pipeline` bound to one version for all its Triton calls, counted in flight while it runs."""
+        version = self.choose(pipeline.name)
+        key = in_flight_key(pipeline.name, version)
+        self._in_flight[key] += 1
+        try:
+            yield dataclasses.replace(pipeline, triton=pipeline.triton.at_version(version)), version  # type: ignore[type-var]
+        finally:
+            self._in_flight[key] -= 1
+            if not self._in_flight[key]:
+                del self._in_flight[key]
+
+    def serving(self) -> dict[str, dict[str, Any]]:
+        """Pipeline -> the route followed, for every discovered or routed pipeline."""
+        return {
+            name: dataclasses.asdict(self.route(name)) for name in sorted({*self.catalog().versions, *self._routes})
+        }
+
+    async def refresh(self) -> None:
+        """Follow the stored routing table, then say so in this frontend's heartbeat."""
+        self._routes = await self.store.routes()
+        heartbeat = Heartbeat(self.frontend, self.address, self.serving(), dict(self._in_flight), time.time())
+        await self.store.beat(heartbeat)
+
+    async def live_frontends(self) -> list[Heartbeat]:
+        return await self.store.heartbeats(since=time.time() - STALE_SECONDS)
+
+    async def leave(self) -> None:
+        """On shutdown: rollouts stop waiting for this frontend at once."""
+        await self.store.forget_frontend(self.frontend)

@@ -1,0 +1,238 @@
+"""Rolling a pipeline's version out and back on the real stack: `imagegen export --version 2` beside
+the served version 1, `imagegen rollout`, a canary, `imagegen rollback`, under load, and a Triton
+restart that must come back on the routed version.
+
+The server runs on a copy of the session's flux-schnell models (never the shared folder), and
+version 2 is the tiny checkpoint built with another seed: other weights, so images tell the
+versions apart, and diffusers with that checkpoint is the oracle of what version 2 must serve.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from frontend.pipelines.flux import initial_latents
+from tests.e2e.images import AUTH, assert_matches, decode, post
+from tests.harness import API_KEY, Server, embedded_triton_pid, embedded_triton_url, imagegen, start_server, stop_server
+
+MODEL = "flux-schnell"
+PROMPT = "A lighthouse on a basalt cliff in a storm"
+SMALL = {"prompt": PROMPT, "model": MODEL, "width": 256, "height": 256, "steps": 2}
+SEED = 11
+CLIENTS = 4
+CANARY_REQUESTS = 200
+CANARY_PERCENT = 25
+# 200 draws at 25%: mean 50, standard deviation 6.1; these bounds are 4.9 deviations out (p < 1e-6).
+CANARY_BOUNDS = (20, 80)
+
+
+@pytest.fixture(scope="module")
+def version_2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(MODEL, tmp_path_factory.mktemp("version-2") / MODEL, seed=1)
+
+
+@pytest.fixture(scope="module")
+def rollout_server(
+    model_repository: Path, version_2_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server on a copy of flux-schnell version 1; version 2 is then exported beside it while it
+    runs, as an operator does."""
+    from export.checkpoint import export_checkpoint
+
+    repository = tmp_path_factory.mktemp("rollout-repository")
+    for folder in model_repository.iterdir():
+        if folder.name.startswith(f"{MODEL}_") or folder.name == "image_safety":
+            shutil.copytree(folder, repository / folder.name)
+    unlimited = {"IMAGEGEN_REQUESTS_PER_MINUTE": "100000", "IMAGEGEN_CONCURRENT_GENERATIONS": "100"}
+    server = start_server(repository, tmp_path_factory.mktemp("rollout-state"), settings=unlimited)
+    export_checkpoint(version_2_checkpoint, MODEL, repository, version=2)
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def version_2_image(version_2_checkpoint: Path) -> np.ndarray:
+    """What version 2 must serve for SMALL and SEED: diffusers on the version 2 checkpoint."""
+    from diffusers import FluxPipeline
+
+    pipeline = FluxPipeline.from_pretrained(version_2_checkpoint)
+    images: np.ndarray = pipeline(
+        prompt=PROMPT,
+        width=256,
+        height=256,
+        num_inference_steps=2,
+        guidance_scale=0.0,
+        max_sequence_length=256,
+        latents=torch.from_numpy(initial_latents([SEED], 256, 256)),
+        output_type="np",
+    ).images
+    return images
+
+
+def generate(server: Server) -> tuple[httpx.Response, str]:
+    """One SMALL image at SEED: the response and the version that served it."""
+    response = post(server, {**SMALL, "seed": SEED})
+    assert response.status_code == 200, response.text
+    return response, response.headers["X-Model-Version"]
+
+
+def admin(server: Server, *args: str) -> str:
+    return imagegen(server, *args, "--url", server.root, "--key", API_KEY)
+
+
+def loaded_versions(server: Server) -> set[int]:
+    """Versions of the pipeline's denoiser loaded in the embedded Triton."""
+    index = httpx.post(f"http://{embedded_triton_url(server)}/v2/repository/index", json={}).json()
+    return {int(e["version"]) for e in index if e["name"] == f"{MODEL}_transformer" and e["state"] == "READY"}
+
+
+class Load:
+    """CLIENTS clients looping requests until the block ends, recording each status and served version."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.results: list[tuple[int, str | None]] = []
+        self._answered = threading.Condition()
+        self._stop = threading.Event()
+        self._clients = [threading.Thread(target=self._loop, args=(seed,)) for seed in range(CLIENTS)]
+
+    def _loop(self, seed: int) -> None:
+        with httpx.Client(headers=AUTH, timeout=120) as client:
+            while not self._stop.is_set():
+                response = client.post(f"{self.server.base_url}/images/generations", json={**SMALL, "seed": seed})
+                with self._answered:
+                    self.results.append((response.status_code, response.headers.get("X-Model-Version")))
+                    self._answered.notify_all()
+
+    def wait_for(self, more: int) -> None:
+        """Until `more` further requests have been answered."""
+        with self._answered:
+            target = len(self.results) + more
+            assert self._answered.wait_for(lambda: len(self.results) >= target, timeout=120)
+
+    def __enter__(self) -> Load:
+        for client in self._clients:
+            client.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for client in self._clients:
+            client.join()
+
+    def statuses(self) -> set[int]:
+        return {status for status, _ in self.results}
+
+    def versions(self) -> set[str | None]:
+        return {version for _, version in self.results}
+
+
+def test_rollout_and_rollback_under_load_fail_no_request_and_serve_the_new_weights(
+    rollout_server: Server, version_2_image: np.ndarray
+) -> None:
+    before, version = generate(rollout_server)
+    assert version == "1"
+    assert loaded_versions(rollout_server) == {1}
+
+    with Load(rollout_server) as load:
+        load.wait_for(CLIENTS)
+        out = admin(rollout_server, "rollout", MODEL, "--version", "2")
+        load.wait_for(2 * CLIENTS)
+    print(f"rollout: {out.strip()}; {len(load.results)} requests under load")
+    assert load.statuses() == {200}
+    assert load.versions() == {"1", "2"}  # requests ran on both sides of the switch
+    after, version = generate(rollout_server)
+    assert version == "2"
+    assert_matches([np.asarray(decode(after.json()["data"][0]["b64_json"]), dtype=np.int16)], version_2_image)
+    assert loaded_versions(rollout_server) == {2}  # drained, then version 1 unloaded
+
+    with Load(rollout_server) as load:
+        load.wait_for(CLIENTS)
+        out = admin(rollout_server, "rollback", MODEL)
+        load.wait_for(2 * CLIENTS)
+    print(f"rollback: {out.strip()}; {len(load.results)} requests under load")
+    assert load.statuses() == {200}
+    assert load.versions() == {"1", "2"}
+    again, version = generate(rollout_server)
+    assert version == "1"
+    assert again.json()["data"] == before.json()["data"]
+    assert loaded_versions(rollout_server) == {1}
+
+
+def test_a_canary_gets_its_share_of_requests_until_promoted(rollout_server: Server) -> None:
+    admin(rollout_server, "rollout", MODEL, "--version", "2", "--canary", str(CANARY_PERCENT))
+    assert loaded_versions(rollout_server) == {1, 2}
+    status = admin(rollout_server, "status")
+    assert f"v2 {CANARY_PERCENT}%" in status
+
+    with Load(rollout_server) as load:
+        load.wait_for(CANARY_REQUESTS)
+    served = load.results[:CANARY_REQUESTS]
+    canary = sum(version == "2" for _, version in served)
+    print(f"canary at {CANARY_PERCENT}%: {canary} of {CANARY_REQUESTS} requests on version 2")
+    assert {status for status, _ in served} == {200}
+    assert CANARY_BOUNDS[0] <= canary <= CANARY_BOUNDS[1]
+
+    admin(rollout_server, "rollout", MODEL, "--version", "2")  # promote
+    assert generate(rollout_server)[1] == "2"
+    assert loaded_versions(rollout_server) == {2}
+    admin(rollout_server, "rollback", MODEL)
+    assert generate(rollout_server)[1] == "1"
+
+
+def test_a_restarted_triton_is_brought_back_to_the_routed_version(rollout_server: Server) -> None:
+    # After the rollback above, version 1 is routed while version 2 is the latest on disk: the
+    # version a restarted Triton loads by itself.
+    before, _ = generate(rollout_server)
+    os.kill(embedded_triton_pid(rollout_server), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (response := post(rollout_server, {**SMALL, "seed": SEED})).status_code != 200:
+        assert response.status_code == 503, response.text
+        assert time.monotonic() < deadline, "the server did not serve again within 60 s"
+        time.sleep(0.2)
+    assert response.headers["X-Model-Version"] == "1"
+    assert response.json()["data"] == before.json()["data"]
+
+
+def test_a_version_that_was_never_exported_is_refused_and_the_stable_one_serves_on(rollout_server: Server) -> None:
+    response = httpx.post(
+        f"{rollout_server.base_url}/admin/models/{MODEL}/rollout", json={"version": 7}, headers=AUTH, timeout=120
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "ADMIN_4220"
+    assert generate(rollout_server)[1] == "1"
+    assert 7 not in loaded_versions(rollout_server)
+
+
+def test_admin_routes_need_the_admin_scope(rollout_server: Server) -> None:
+    secret = imagegen(rollout_server, "keys", "create", "--scopes", "inference.images", "--plan", "studio")
+    headers = {"Authorization": f"Bearer {secret.splitlines()[-1]}"}
+    responses: list[Any] = [
+        httpx.post(f"{rollout_server.base_url}/admin/models/{MODEL}/rollback", headers=headers),
+        httpx.get(f"{rollout_server.base_url}/admin/status", headers=headers),
+    ]
+    assert [r.json()["error"]["code"] for r in responses] == ["AUTH_1015", "AUTH_1015"]
+
+
+def test_a_canary_of_the_stable_version_is_a_conflict(rollout_server: Server) -> None:
+    response = httpx.post(
+        f"{rollout_server.base_url}/admin/models/{MODEL}/rollout",
+        json={"version": 1, "canary_percent": 10},
+        headers=AUTH,
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "ADMIN_4090"
