@@ -40,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("--repository", type=Path, required=True)
     export.add_argument("--version", type=int, default=1)
     export.add_argument(
-        "--lora-rank", type=int, default=16, help="the denoiser's LoRA rank budget per request (0: no LoRA branches)"
+        "--lora-rank",
+        type=int,
+        help="the denoiser's LoRA rank budget per request (0: no LoRA branches; default: export.lora.DEFAULT_RANK)",
     )
     export.add_argument(
         "--engine",
@@ -96,8 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "export":
             from export.checkpoint import export_checkpoint
 
+            rank = {} if args.lora_rank is None else {"lora_rank": args.lora_rank}
             export_checkpoint(
-                args.checkpoint, args.name, args.repository, args.version, args.lora_rank, args.engine, args.precision
+                args.checkpoint,
+                args.name,
+                args.repository,
+                args.version,
+                engine=args.engine,
+                precision=args.precision,
+                **rank,
             )
         elif args.command == "tiny-lora":
             from export.lora import build_tiny_lora
@@ -163,7 +172,9 @@ def serve_command(args: argparse.Namespace) -> None:
             )
             triton_url = stack.enter_context(triton).url
         app = create_app(settings, store, triton_url)
-        print(f"Serving http://{settings.host}:{settings.port}/v1  API key: {api_key}", file=sys.stderr, flush=True)
+        # A key the operator set (IMAGEGEN_API_KEY) is theirs already and stays out of the logs.
+        shown = "from IMAGEGEN_API_KEY" if settings.api_key else api_key
+        print(f"Serving http://{settings.host}:{settings.port}/v1  API key: {shown}", file=sys.stderr, flush=True)
         # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for up to the grace
         # period, then returns; the exit stack stops Triton after that.
         uvicorn.run(
