@@ -53,10 +53,24 @@ class RateLimiter:
     async def admit(self, principal: Principal) -> AsyncIterator[None]:
         """Hold one of the principal's generation slots for the request's lifetime, or raise RateLimited."""
         limits = self.limits(principal.plan)
+        admission_id = await self._admit(principal.id, limits, "requests in a minute for this key")
+        try:
+            yield
+        finally:
+            await self._store.release(admission_id)
+
+    async def count_sign_in(self, username: str, per_minute: int) -> None:
+        """Count a sign-in attempt for `username`, or raise RateLimited past `per_minute` of them:
+        right or wrong, so that guessing passwords gets no answer at all once over the limit."""
+        admission_id = await self._admit(f"sign-in:{username}", Limits(per_minute, per_minute), "sign-in attempts a minute")
+        await self._store.release(admission_id)
+
+    async def _admit(self, subject: str, limits: Limits, counted: str) -> str:
+        """Record one admission of `subject` under `limits`; its id, whose lease `release` ends."""
         now = self._clock()
         admission_id = f"adm_{secrets.token_hex(8)}"
         use = await self._store.admit(
-            principal.id,
+            subject,
             admission_id,
             now,
             window_start=now - WINDOW_SECONDS,
@@ -65,18 +79,15 @@ class RateLimiter:
             max_running=limits.concurrent_generations,
         )
         if not use.admitted:
-            raise _refusal(use, limits, now)
-        try:
-            yield
-        finally:
-            await self._store.release(admission_id)
+            raise _refusal(use, limits, now, counted)
+        return admission_id
 
 
-def _refusal(use: RecentUse, limits: Limits, now: float) -> RateLimited:
+def _refusal(use: RecentUse, limits: Limits, now: float, counted: str) -> RateLimited:
     if use.requests >= limits.requests_per_minute and use.oldest is not None:
         retry_after = max(1, math.ceil(use.oldest + WINDOW_SECONDS - now))
         return RateLimited(
-            f"More than {limits.requests_per_minute} requests in a minute for this key; retry in {retry_after} s.",
+            f"More than {limits.requests_per_minute} {counted}; retry in {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )
     return RateLimited(

@@ -37,6 +37,8 @@ def parse_login(body: bytes) -> LoginRequest:
 async def login(request: Request) -> JSONResponse:
     auth: Authenticator = request.app.state.auth
     credentials = parse_login(await request.body())
+    settings = request.app.state.settings
+    await request.app.state.rate_limits.count_sign_in(credentials.username, settings.sign_ins_per_minute)
     account = await auth.store.account_named(credentials.username)
     # scrypt takes tens of milliseconds of CPU: off the event loop, and run even for unknown users.
     matches = await asyncio.to_thread(verify_password, credentials.password, account.password_hash if account else None)

@@ -150,6 +150,7 @@ def document() -> dict[str, Any]:
                     _json(OBJECT, "The session's CSRF token; the session cookie is set"),
                     *BODY_ERRORS,
                     errors.Unauthenticated,
+                    errors.RateLimited,
                     requestBody={"required": True, "content": {JSON: {"schema": _ref("LoginRequest")}}},
                 )
             },

@@ -94,3 +94,18 @@ def test_an_expired_session_is_401(strict_server: Server, strict_alice: str) -> 
     response = httpx.get(f"{strict_server.base_url}/models", headers=headers)
     assert (response.status_code, response.json()["error"]["code"]) == (401, "AUTH_1001")
     assert "expired" in response.json()["error"]["message"]
+
+
+def test_password_guessing_is_refused_after_ten_attempts_a_minute(server: Server) -> None:
+    """The default IMAGEGEN_SIGN_INS_PER_MINUTE: the eleventh attempt gets no answer about the password,
+    even the right one; other usernames are not held back."""
+    imagegen(server, "accounts", "create", "dave", "--plan", "studio", "--password-stdin", stdin=PASSWORD)
+    url = f"{server.base_url}/auth/login"
+    guesses = [httpx.post(url, json={"username": "dave", "password": f"guess {i}"}) for i in range(10)]
+    assert {response.status_code for response in guesses} == {401}
+    response = httpx.post(url, json={"username": "dave", "password": PASSWORD})
+    assert (response.status_code, response.json()["error"]["code"]) == (429, "RATE_4290")
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert "set-cookie" not in response.headers
+    other = httpx.post(url, json={"username": "erin", "password": "x"})
+    assert other.status_code == 401
