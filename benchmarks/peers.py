@@ -81,7 +81,7 @@ class OrtPeer:
             latents = self.scheduler.step(latents, noise_pred, sigmas[index], sigmas[index + 1])
         latent = unpack_latents(latents, latent_height, latent_width)
         (image,) = self.sessions["vae_decoder"].run(["image"], {"latent": latent})
-        return (image[0] * 255).round().astype(np.uint8).transpose(1, 2, 0)
+        return image[0]
 
     def _neutral_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Zeros, one row, for the transformer's optional inputs the loop does not set (LoRA factors:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-DType = Literal["FP32", "INT64", "STRING", "BOOL"]
+DType = Literal["FP32", "UINT8", "INT64", "STRING", "BOOL"]
 
 BATCH = "batch"
 """The symbolic dimension Triton batches over; it is left out of `config.pbtxt` dims."""

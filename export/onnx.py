@@ -18,8 +18,6 @@ PROTOBUF_LIMIT_BYTES = 2 * 1024**3
 """A single ONNX protobuf cannot exceed 2 GB: larger models (a real FLUX transformer) keep their
 weights in an external data file next to `model.onnx`."""
 
-TORCH_DTYPES = {"FP32": torch.float32, "INT64": torch.int64}
-
 
 def sample_inputs(component: Component) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
@@ -30,7 +28,9 @@ def _sample_tensor(spec: TensorSpec, component: Component, generator: torch.Gene
     shape = spec.sample_shape(component.sample_sizes)
     if spec.dtype == "INT64":
         return torch.zeros(shape, dtype=torch.int64)
-    return torch.rand(shape, generator=generator, dtype=TORCH_DTYPES[spec.dtype])
+    if spec.dtype == "UINT8":
+        return torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+    return torch.rand(shape, generator=generator, dtype=torch.float32)
 
 
 def export_onnx(module: torch.nn.Module, component: Component, path: Path) -> float:
@@ -63,7 +63,11 @@ def export_onnx(module: torch.nn.Module, component: Component, path: Path) -> fl
     expected = (expected,) if isinstance(expected, torch.Tensor) else expected
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     actual = session.run(None, {name: t.numpy() for name, t in inputs.items()})
-    error = max(float(np.abs(a - e.numpy()).max()) for a, e in zip(actual, expected, strict=True))
+    # In float64: a uint8 difference would wrap around.
+    error = max(
+        float(np.abs(a.astype(np.float64) - e.numpy().astype(np.float64)).max())
+        for a, e in zip(actual, expected, strict=True)
+    )
     log.info(
         "exported %s (%.1f MB) in %.1f s, max |torch - onnx| = %.2e",
         component.name,

@@ -22,7 +22,13 @@ Triton's model-config API, so deploying a model to Triton is all an operator doe
 
 ONNX_BACKEND = "onnxruntime"
 TOKENIZER_BACKEND = "tokenizer"
-TRITON_TYPES = {"FP32": pb.TYPE_FP32, "INT64": pb.TYPE_INT64, "STRING": pb.TYPE_STRING, "BOOL": pb.TYPE_BOOL}
+TRITON_TYPES = {
+    "FP32": pb.TYPE_FP32,
+    "UINT8": pb.TYPE_UINT8,
+    "INT64": pb.TYPE_INT64,
+    "STRING": pb.TYPE_STRING,
+    "BOOL": pb.TYPE_BOOL,
+}
 
 
 def model_name(pipeline: str, component: str) -> str:

@@ -1,7 +1,8 @@
 """The image-safety slot of the model repository: Triton model `image_safety`.
 
-Its contract is what the frontend relies on: FP32 RGB images `(batch, 3, H, W)` in [0, 1] of any
-size in, one `unsafe_score` in [0, 1] per image out; the model does its own resizing. No trained
+Its contract is what the frontend relies on: uint8 RGB images `(batch, H, W, 3)` of any size in (the
+VAE decoders' pixels as they are, a quarter of float32's bytes; the graph scales them to [0, 1]),
+one `unsafe_score` in [0, 1] per image out; the model does its own resizing. No trained
 classifier can be downloaded here, so `imagegen safety-model` writes a small convolutional net with
 random weights (fixed seed) whose output bias keeps every score far below the default threshold:
 a placeholder with the real contract, for an operator to replace with a trained classifier.
@@ -31,7 +32,7 @@ PLACEHOLDER_BIAS = -6.0
 COMPONENT = Component(
     name="safety",
     subfolder="",
-    inputs=(TensorSpec("image", "FP32", (BATCH, 3, "height", "width")),),
+    inputs=(TensorSpec("image", "UINT8", (BATCH, "height", "width", 3)),),
     outputs=(TensorSpec("unsafe_score", "FP32", (BATCH, 1)),),
     sample_sizes={BATCH: 2, "height": 96, "width": 80},
 )
@@ -51,7 +52,8 @@ class SafetyClassifier(torch.nn.Module):
         self.head = torch.nn.Linear(16, 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        small = F.interpolate(image, size=(INPUT_SIDE, INPUT_SIDE), mode="bilinear", align_corners=False)
+        rgb = image.permute(0, 3, 1, 2).to(torch.float32) / 255
+        small = F.interpolate(rgb, size=(INPUT_SIDE, INPUT_SIDE), mode="bilinear", align_corners=False)
         return torch.sigmoid(self.head(self.features(small * 2 - 1)))
 
 

@@ -62,7 +62,9 @@ class RateLimiter:
     async def count_sign_in(self, username: str, per_minute: int) -> None:
         """Count a sign-in attempt for `username`, or raise RateLimited past `per_minute` of them:
         right or wrong, so that guessing passwords gets no answer at all once over the limit."""
-        admission_id = await self._admit(f"sign-in:{username}", Limits(per_minute, per_minute), "sign-in attempts a minute")
+        admission_id = await self._admit(
+            f"sign-in:{username}", Limits(per_minute, per_minute), "sign-in attempts a minute"
+        )
         await self._store.release(admission_id)
 
     async def _admit(self, subject: str, limits: Limits, counted: str) -> str:

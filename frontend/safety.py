@@ -2,7 +2,7 @@
 before any image is returned. Either refuses the whole request (`INFERENCE_3208`), with no image.
 
 The image check runs the Triton model `image_safety` (written by `imagegen safety-model`, or any
-model with its contract: FP32 images `(3, H, W)` in [0, 1] in, one `unsafe_score` in [0, 1] out per
+model with its contract: uint8 RGB images `(H, W, 3)` in, one `unsafe_score` in [0, 1] out per
 image). An image scoring at or above the threshold is refused. Without that model in Triton the
 frontend logs so at start and checks prompts only.
 """
@@ -56,8 +56,7 @@ class ImageSafetyModel:
 
     async def check(self, images: list[npt.NDArray[np.uint8]], clock: InferenceClock) -> None:
         """`images`: uint8 (height, width, 3), as the pipelines make them."""
-        batch = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
-        result = await self.triton.infer(IMAGE_SAFETY_MODEL, {"image": batch}, ["unsafe_score"], clock)
+        result = await self.triton.infer(IMAGE_SAFETY_MODEL, {"image": np.stack(images)}, ["unsafe_score"], clock)
         if (result["unsafe_score"] >= self.threshold).any():
             raise ContentRejected("A generated image was rejected by the safety filter; no image is returned.")
 

@@ -18,8 +18,18 @@ from export.tensorrt import PLAN_FILE, PLATFORM, tensorrt_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(ROOT.glob("model_repository/*/config.pbtxt"))
-TENSORRT_TYPES = {pb.TYPE_FP32, pb.TYPE_FP16, pb.TYPE_BF16, pb.TYPE_INT32, pb.TYPE_INT64, pb.TYPE_INT8, pb.TYPE_BOOL}
-"""Tensor types a TensorRT plan can take or give (no strings: the tokenizer stays a Python model)."""
+TENSORRT_TYPES = {
+    pb.TYPE_FP32,
+    pb.TYPE_FP16,
+    pb.TYPE_BF16,
+    pb.TYPE_INT32,
+    pb.TYPE_INT64,
+    pb.TYPE_INT8,
+    pb.TYPE_UINT8,
+    pb.TYPE_BOOL,
+}
+"""Tensor types a TensorRT plan can take or give (no strings: the tokenizer stays a Python model;
+uint8 only at the network's edges, as the VAE decoder's pixels and the safety model's input)."""
 LONG_RUNNING = ("triton", "postgres", "frontend", "gateway")
 
 

@@ -1,12 +1,12 @@
 """The pipeline stages every family runs the same way: tokenizing, encoding input images, decoding latents.
 
-The exported VAE models work in the denoiser's latent space and in RGB [0, 1] (export/vae.py puts the
-checkpoint's scaling and shift factors in the graph), so nothing here depends on the family.
+The exported VAE models work in the denoiser's latent space, take RGB [0, 1] and return uint8 pixels
+(export/vae.py puts the checkpoint's scaling and shift factors and the rounding in the graph), so
+nothing here depends on the family.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 
 import numpy as np
@@ -45,13 +45,6 @@ async def encode_images(
 async def decode_latents(
     triton: TritonClient, model: str, latents: np.ndarray, clock: InferenceClock
 ) -> list[np.ndarray]:
-    """Height x width x 3 uint8 images."""
+    """Height x width x 3 uint8 images, rounded as diffusers' numpy_to_pil inside the decoder's graph."""
     result = await triton.infer(model, {"latent": latents}, ["image"], clock)
-    # Off the event loop: at 1024x1024 it is 3 M floats an image, time other requests' steps would wait.
-    return await asyncio.to_thread(to_pixels, result["image"])
-
-
-def to_pixels(images: np.ndarray) -> list[np.ndarray]:
-    """(B, 3, H, W) floats in [0, 1] -> H x W x 3 uint8 images, as diffusers' numpy_to_pil rounds."""
-    pixels = (images * 255).round().astype(np.uint8)
-    return list(pixels.transpose(0, 2, 3, 1))
+    return list(result["image"])

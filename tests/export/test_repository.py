@@ -69,4 +69,4 @@ def test_large_models_keep_weights_in_external_data(
     monkeypatch.setattr(onnx, "PROTOBUF_LIMIT_BYTES", 0)
     error = onnx.export_onnx(modules["vae_decoder"], vae, tmp_path / "1" / "model.onnx")
     assert (tmp_path / "1" / "model.onnx.data").stat().st_size > 100_000
-    assert error < 1e-4
+    assert error <= 1  # uint8 pixels: a float difference can tip a value to its neighbour when rounded
