@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -72,7 +73,22 @@ class SqliteStore(Store):
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: transactions are exactly the BEGIN/COMMIT issued in `_run`.
     connection = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
-    connection.execute("PRAGMA journal_mode = WAL")  # readers (the CLI) do not block the server's writes
+    _enable_wal(connection)
     connection.execute("PRAGMA synchronous = NORMAL")  # WAL stays consistent; a power cut may lose the last rows
     connection.execute("PRAGMA foreign_keys = ON")
     return connection
+
+
+def _enable_wal(connection: sqlite3.Connection) -> None:
+    """WAL, so readers (the CLI) do not block the server's writes. Switching a new file to WAL needs
+    its lock and SQLite does not wait for it (no busy handler there): processes opening one new
+    file together retry for up to BUSY_TIMEOUT_S."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
