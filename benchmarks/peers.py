@@ -21,9 +21,9 @@ from google.protobuf import text_format
 from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2 as pb
 
-from export.repository import PIPELINE_PARAMETER
 from frontend.pipelines.flux import PACKING, initial_latents, latent_image_ids, unpack_latents
 from frontend.pipelines.schedulers import FlowMatchEuler
+from frontend.pipelines.triton_models import PIPELINE_PARAMETER, model_name
 
 VERSION = "1"
 
@@ -40,7 +40,7 @@ class OrtPeer:
     """Peer (b): one FLUX pipeline of a model repository, run by ONNX Runtime in this process."""
 
     def __init__(self, repository: Path, name: str) -> None:
-        self._folder = lambda component: repository / f"{name}_{component}"
+        self._folder = lambda component: repository / model_name(name, component)
         config = text_format.Parse((self._folder("transformer") / "config.pbtxt").read_text(), pb.ModelConfig())
         metadata = json.loads(config.parameters[PIPELINE_PARAMETER].string_value)
         self.scheduler = FlowMatchEuler.from_config(metadata["scheduler"])

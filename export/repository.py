@@ -15,10 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from export.components import Component, TensorSpec
-
-PIPELINE_PARAMETER = "imagegen.pipeline"
-"""Config parameter of the denoiser holding the pipeline metadata (JSON) the frontend reads through
-Triton's model-config API, so deploying a model to Triton is all an operator does."""
+from frontend.pipelines.triton_models import PIPELINE_PARAMETER, model_name
 
 ONNX_BACKEND = "onnxruntime"
 TOKENIZER_BACKEND = "tokenizer"
@@ -29,10 +26,6 @@ TRITON_TYPES = {
     "STRING": pb.TYPE_STRING,
     "BOOL": pb.TYPE_BOOL,
 }
-
-
-def model_name(pipeline: str, component: str) -> str:
-    return f"{pipeline}_{component}"
 
 
 def onnx_model_config(

@@ -35,13 +35,12 @@ from frontend.pipelines import flux, sdxl
 from frontend.pipelines.flux import FluxPipeline
 from frontend.pipelines.job import Generation, GenerationJob, Limits
 from frontend.pipelines.sdxl import SDXLPipeline
+from frontend.pipelines.triton_models import PIPELINE_PARAMETER
 from frontend.progress import Progress
 from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)
 
-PIPELINE_PARAMETER = "imagegen.pipeline"
-"""Config parameter (JSON) of a pipeline's denoiser model; the exporter writes it, the catalog reads it."""
 FLAVOURS = ("balanced", "speed", "price", "eco", "batch")
 """The spec's flavour suffixes (`MODEL:FLAVOUR`). A suffix is a flavour only when it is one of these;
 any other colon stays part of the model id. One the catalog does not configure for a model serves

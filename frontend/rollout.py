@@ -26,6 +26,7 @@ import numpy as np
 from frontend.api.errors import AdminConflict, AdminRefused, APIError, ModelNotFound
 from frontend.catalog import Catalog, Pipeline
 from frontend.pipelines.job import GenerationJob
+from frontend.pipelines.triton_models import model_name
 from frontend.progress import Progress
 from frontend.routing import REFRESH_SECONDS, Routing, in_flight_key, route_versions
 from frontend.store.repository import Route
@@ -41,7 +42,7 @@ DRAIN_POLL_SECONDS = 0.1
 
 def component_models(pipeline: str, ready: Mapping[str, set[int]]) -> list[str]:
     """The pipeline's models that Triton serves in some version."""
-    return [f"{pipeline}_{component}" for component in COMPONENTS if f"{pipeline}_{component}" in ready]
+    return [name for component in COMPONENTS if (name := model_name(pipeline, component)) in ready]
 
 
 @dataclasses.dataclass(frozen=True)

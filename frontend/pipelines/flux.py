@@ -20,6 +20,7 @@ from frontend.pipelines.noise import noise_batch
 from frontend.pipelines.prompt_cache import Encoded, PromptCache
 from frontend.pipelines.schedulers import FlowMatchEuler
 from frontend.pipelines.stages import decode_latents, encode_images, tokenize
+from frontend.pipelines.triton_models import model_name
 from frontend.progress import Progress
 from frontend.triton import InferenceClock, TritonClient
 
@@ -114,7 +115,7 @@ class FluxPipeline:
         )
 
     def _model(self, component: str) -> str:
-        return f"{self.name}_{component}"
+        return model_name(self.name, component)
 
     async def generate(self, job: GenerationJob, progress: Progress) -> Generation:
         clock = InferenceClock()

@@ -14,9 +14,10 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from export.checkpoint import FAMILIES, export_checkpoint, read_model_index
 from export.components import BATCH, Component
-from export.repository import PIPELINE_PARAMETER, onnx_model_config, pipeline_parameters, write_config
+from export.repository import onnx_model_config, pipeline_parameters, write_config
 from export.tensorrt import PLAN_FILE, PLATFORM, PlanBuild, plan_build
 from frontend.pipelines.job import MAX_SIDE, MIN_SIDE
+from frontend.pipelines.triton_models import PIPELINE_PARAMETER
 
 PIPELINES = ("flux-schnell", "sdxl")
 
