@@ -103,7 +103,9 @@ def export_checkpoint(
         config = onnx_model_config(name, component, parameters)
         plan = plan_build(config, component, metadata, precision) if engine == "tensorrt" else None
         folder = write_shared_config(repository, plan.config if plan else config, version)
-        export_onnx(modules[component.name], component, folder / str(version) / "model.onnx")
+        export_onnx(
+            modules[component.name], component, folder / str(version) / "model.onnx", fused_attention=plan is None
+        )
         if plan is not None:
             build_plan(plan, folder / str(version) / "model.onnx", folder / str(version) / PLAN_FILE)
     log.info("[%d/%d] exporting tokenizers", steps, steps)

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime
 import torch
 
+from export.attention import fused_attention_translation
 from export.components import Component, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,10 @@ def _sample_tensor(spec: TensorSpec, component: Component, generator: torch.Gene
     return torch.rand(shape, generator=generator, dtype=torch.float32)
 
 
-def export_onnx(module: torch.nn.Module, component: Component, path: Path) -> float:
+def export_onnx(module: torch.nn.Module, component: Component, path: Path, fused_attention: bool = True) -> float:
     """Write `path` (and its external data when large); return the max |torch - onnxruntime| over the
-    outputs on the sample inputs."""
+    outputs on the sample inputs. `fused_attention`: ONNX Runtime's fused attention op (attention.py),
+    else standard ONNX only, as TensorRT needs."""
     module = module.eval()
     inputs = sample_inputs(component)
     axes = {name: torch.export.Dim(name, min=1) for name in _axis_names(component)}
@@ -58,6 +60,7 @@ def export_onnx(module: torch.nn.Module, component: Component, path: Path) -> fl
             dynamic_shapes=dynamic_shapes,
             external_data=weight_bytes > PROTOBUF_LIMIT_BYTES,
             dynamo=True,
+            custom_translation_table=fused_attention_translation() if fused_attention else None,
             verbose=False,
         )
     expected = (expected,) if isinstance(expected, torch.Tensor) else expected
