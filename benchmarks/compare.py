@@ -12,8 +12,13 @@ to back in one run, then one comparison table and, as the very last line, the fo
 
 The server is `imagegen serve` as a user runs it (embedded Triton, free ports, its own state folder),
 measured over HTTP by `imagegen bench`'s client; the peers run in this process while it idles, so
-neither competes with the other for the CPU. The peers end with the server's own PNG encoding: all
-three deliver the same bytes, and the ratios measure what serving adds around the same work.
+neither competes with the other for the CPU. Everything runs in rounds (`--rounds`, 3): each round
+measures every case on the server and then on its peers, back to back, and yields its own ratios; the
+figures shown are the medians over the rounds, since a shared machine's speed drifts by tens of
+percent within minutes and a single pass of each side can land on a slow and a fast minute.
+
+The peers end with the server's own PNG encoding: all three deliver the same bytes, and the ratios
+measure what serving adds around the same work.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -39,12 +44,14 @@ from pathlib import Path
 import httpx
 
 from benchmarks.peers import DiffusersPeer, OrtPeer
-from frontend.bench import PROMPT, BenchConfig, BenchResult, format_table, run_bench
+from frontend.bench import PROMPT, BenchConfig, BenchResult, run_bench
 from frontend.imaging import encode_image_base64
 
 CONCURRENCY = 8
 STEPS = 4  # flux-schnell's default
 STARTUP_TIMEOUT_S = 300.0
+ORT_PEER = "onnxruntime loop"
+DIFFUSERS_PEER = "diffusers FluxPipeline"
 
 
 @dataclass(frozen=True)
@@ -73,28 +80,56 @@ class PeerResult:
         return self.images / self.seconds
 
 
+@dataclass(frozen=True)
+class Round:
+    """One measurement of every case, server then peers; its ratios compare only its own figures."""
+
+    served: dict[str, list[BenchResult]]
+    peers: dict[str, list[PeerResult]]
+
+    def ratios(self) -> dict[str, float]:
+        bench_server = {r.concurrency: r for r in self.served[BENCH.model]}
+        small_server = {r.concurrency: r for r in self.served[SMALL.model]}
+        bench_peers = {p.peer: p for p in self.peers[BENCH.model]}
+        small_ort = next(p for p in self.peers[SMALL.model] if p.peer == ORT_PEER)
+        return {
+            "single_latency_vs_ort": bench_server[1].latency_p50_ms / bench_peers[ORT_PEER].latency_p50_ms,
+            "throughput_vs_ort_sequential": bench_server[CONCURRENCY].images_per_second
+            / bench_peers[ORT_PEER].images_per_second,
+            "throughput_small_vs_ort_sequential": small_server[CONCURRENCY].images_per_second
+            / small_ort.images_per_second,
+            "throughput_vs_diffusers": bench_server[CONCURRENCY].images_per_second
+            / bench_peers[DIFFUSERS_PEER].images_per_second,
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, default=Path(".imagegen/bench"), help="checkpoints/, model_repository/")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the requests of every case")
+    parser.add_argument("--rounds", type=int, default=3, help="server and peers measured this many times, alternating")
     args = parser.parse_args()
     cases = [
         Case(c.model, c.size, max(CONCURRENCY, round(c.requests * args.scale)), c.diffusers) for c in (BENCH, SMALL)
     ]
-    served: dict[str, list[BenchResult]] = {}
-    peers: dict[str, list[PeerResult]] = {}
+    generators = {case.model: peer_generators(args.root, case) for case in cases}
+    rounds: list[Round] = []
     key = "sk-bench-" + secrets.token_hex(16)
     with running_server(args.root, key) as url:
-        # Each case's server and peers back to back, so a neighbour's load on a shared machine falls
-        # on both sides of a ratio alike; the idle server takes no CPU while the peers run.
-        for case in cases:
-            config = BenchConfig(
-                url, key, case.model, case.size, case.size, STEPS, 1, case.requests, (1, CONCURRENCY), warmup=2
-            )
-            print(f"server: {case.model} {case.size}x{case.size}", file=sys.stderr)
-            served[case.model] = asyncio.run(run_bench(config))
-            peers[case.model] = measure_peers(args.root, case, max(2, case.requests // 2))
-    report(served, peers, args.root / "results.json")
+        for number in range(1, args.rounds + 1):
+            served: dict[str, list[BenchResult]] = {}
+            peers: dict[str, list[PeerResult]] = {}
+            # Each case's server and peers back to back, so a neighbour's load on a shared machine falls
+            # on both sides of a ratio alike; the idle server takes no CPU while the peers run.
+            for case in cases:
+                config = BenchConfig(
+                    url, key, case.model, case.size, case.size, STEPS, 1, case.requests, (1, CONCURRENCY), warmup=2
+                )
+                print(f"round {number}, server: {case.model} {case.size}x{case.size}", file=sys.stderr)
+                served[case.model] = asyncio.run(run_bench(config))
+                peers[case.model] = measure_peers(generators[case.model], case, max(2, case.requests // 2))
+            rounds.append(Round(served, peers))
+    report(rounds, args.root / "results.json")
 
 
 @contextmanager
@@ -144,17 +179,22 @@ def wait_until_ready(process: subprocess.Popen[bytes], root_url: str, log: Path)
     raise RuntimeError(f"imagegen serve was not ready within {STARTUP_TIMEOUT_S:g} s; see {log}")
 
 
-def measure_peers(root: Path, case: Case, images: int) -> list[PeerResult]:
+def peer_generators(root: Path, case: Case) -> dict[str, Callable[[int], str]]:
+    """The case's peers, loaded once: each turns a seed into the served image's base64 PNG."""
     ort_peer = OrtPeer(root / "model_repository", case.model)
-    peers: dict[str, Callable[[int], str]] = {"onnxruntime loop": lambda seed: encoded(ort_peer, case, seed)}
+    generators: dict[str, Callable[[int], str]] = {ORT_PEER: lambda seed: encoded(ort_peer, case, seed)}
     if case.diffusers:
         diffusers_peer = DiffusersPeer(root / "checkpoints" / case.model, ort_peer.t5_length)
-        peers["diffusers FluxPipeline"] = lambda seed: encoded(diffusers_peer, case, seed)
+        generators[DIFFUSERS_PEER] = lambda seed: encoded(diffusers_peer, case, seed)
+    return generators
+
+
+def measure_peers(generators: dict[str, Callable[[int], str]], case: Case, images: int) -> list[PeerResult]:
     results = []
-    for name, generate in peers.items():
+    for name, generate in generators.items():
         print(f"peer: {name}, {case.model} {case.size}x{case.size}", file=sys.stderr)
         generate(0)  # warm-up: sessions allocate their buffers on the first run
-        count = images if name == "onnxruntime loop" else max(2, images // 4)
+        count = images if name == ORT_PEER else max(2, images // 4)
         latencies = []
         started = time.perf_counter()
         for _ in range(count):
@@ -171,49 +211,53 @@ def encoded(peer: OrtPeer | DiffusersPeer, case: Case, seed: int) -> str:
     return encode_image_base64(peer.generate(PROMPT, seed, case.size, case.size, STEPS), "png", None)
 
 
-def report(served: dict[str, list[BenchResult]], peers: dict[str, list[PeerResult]], path: Path) -> None:
+def report(rounds: list[Round], path: Path) -> None:
+    """The comparison table (medians over the rounds), each round's ratios, then the median ratios as
+    the very last line."""
     rows = [f"{'who':<34} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p99 ms':>8}"]
     for case in (BENCH, SMALL):
-        title = f"{case.model} {case.size}x{case.size}, {STEPS} steps"
-        rows.append(f"-- {title}")
-        rows += [
-            f"{'server':<34} {r.concurrency:>4} {r.images_per_second:>7.2f} {r.latency_p50_ms:>8.1f} "
-            f"{r.latency_p99_ms:>8.1f}"
-            for r in served[case.model]
-        ]
-        rows += [
-            f"{p.peer + ' (in-process)':<34} {1:>4} {p.images_per_second:>7.2f} {p.latency_p50_ms:>8.1f} {'-':>8}"
-            for p in peers[case.model]
-        ]
-    bench_server = {r.concurrency: r for r in served[BENCH.model]}
-    small_server = {r.concurrency: r for r in served[SMALL.model]}
-    bench_peers = {p.peer: p for p in peers[BENCH.model]}
-    small_ort = next(p for p in peers[SMALL.model] if p.peer == "onnxruntime loop")
-    ratios = {
-        "single_latency_vs_ort": bench_server[1].latency_p50_ms / bench_peers["onnxruntime loop"].latency_p50_ms,
-        "throughput_vs_ort_sequential": bench_server[CONCURRENCY].images_per_second
-        / bench_peers["onnxruntime loop"].images_per_second,
-        "throughput_small_vs_ort_sequential": small_server[CONCURRENCY].images_per_second / small_ort.images_per_second,
-        "throughput_vs_diffusers": bench_server[CONCURRENCY].images_per_second
-        / bench_peers["diffusers FluxPipeline"].images_per_second,
-    }
+        rows.append(f"-- {case.model} {case.size}x{case.size}, {STEPS} steps")
+        for concurrency in (1, CONCURRENCY):
+            runs = [next(r for r in one.served[case.model] if r.concurrency == concurrency) for one in rounds]
+            rows.append(
+                f"{'server':<34} {concurrency:>4} {median(r.images_per_second for r in runs):>7.2f} "
+                f"{median(r.latency_p50_ms for r in runs):>8.1f} {median(r.latency_p99_ms for r in runs):>8.1f}"
+            )
+        for peer in (p.peer for p in rounds[0].peers[case.model]):
+            runs = [next(p for p in one.peers[case.model] if p.peer == peer) for one in rounds]
+            rows.append(
+                f"{peer + ' (in-process)':<34} {1:>4} {median(p.images_per_second for p in runs):>7.2f} "
+                f"{median(p.latency_p50_ms for p in runs):>8.1f} {'-':>8}"
+            )
+    per_round = [one.ratios() for one in rounds]
+    ratios = {name: median(r[name] for r in per_round) for name in per_round[0]}
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}"
     path.write_text(
         json.dumps(
             {
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "machine": machine,
-                "server": {model: [asdict(r) for r in results] for model, results in served.items()},
-                "peers": {model: [asdict(p) for p in results] for model, results in peers.items()},
+                "rounds": [
+                    {
+                        "server": {model: [asdict(r) for r in results] for model, results in one.served.items()},
+                        "peers": {model: [asdict(p) for p in results] for model, results in one.peers.items()},
+                        "ratios": ratios_of_round,
+                    }
+                    for one, ratios_of_round in zip(rounds, per_round, strict=True)
+                ],
                 "ratios": ratios,
             },
             indent=2,
         )
     )
-    print("\n".join(["", f"machine: {machine}", *rows, "", "server, per concurrency (imagegen bench):"]))
-    for case in (BENCH, SMALL):
-        print(f"-- {case.model} {case.size}x{case.size}\n{format_table(served[case.model])}")
+    print("\n".join(["", f"machine: {machine}, medians of {len(rounds)} rounds", *rows, "", "ratios by round:"]))
+    for number, round_ratios in enumerate(per_round, start=1):
+        print(f"  {number}: " + " ".join(f"{name}={value:.2f}" for name, value in round_ratios.items()))
     print(" ".join(f"{name}={value:.2f}" for name, value in ratios.items()))
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
 
 
 if __name__ == "__main__":
