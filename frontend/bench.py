@@ -1,5 +1,6 @@
 """`imagegen bench`: load any running server with image requests and report what perf_analyzer
-reports for models, for images: throughput, latency percentiles and time per step, per concurrency.
+reports for models, for images: throughput, latency percentiles, time per step and queue time, per
+concurrency (the last two from the server's `Server-Timing` header, where it sends one).
 
 It is a client only: it measures what a user of the API sees, over HTTP, with the server's own
 batching and queueing included.
@@ -48,7 +49,8 @@ class BenchResult:
     latency_p50_ms: float
     latency_p90_ms: float
     latency_p99_ms: float
-    step_ms: float | None  # p50 latency / steps: the per-step cost a client sees, overhead included
+    step_ms: float | None  # p50 of the server's `generate` time / steps (of the latency if it does not say)
+    queue_p50_ms: float | None  # p50 of the time waiting for a running slot, as the server reports it
 
 
 async def run_bench(config: BenchConfig) -> list[BenchResult]:
@@ -68,6 +70,7 @@ async def _run(
         body["steps"] = config.steps
     headers = {"Authorization": f"Bearer {config.key}"}
     latencies: list[float] = []
+    timings: list[dict[str, float]] = []
     errors = 0
     pending = iter(range(total))
 
@@ -78,6 +81,7 @@ async def _run(
             response = await client.post("/images/generations", json=body, headers=headers)
             if response.status_code == 200:
                 latencies.append(time.perf_counter() - started)
+                timings.append(server_timing(response.headers.get("server-timing", "")))
             else:
                 errors += 1
             if show:
@@ -89,6 +93,7 @@ async def _run(
     if show:
         print(file=sys.stderr)
     p50, p90, p99 = (float(np.percentile(latencies, q)) * 1000 if latencies else float("nan") for q in (50, 90, 99))
+    queue, generate = (_median_of(timings, name) for name in ("queue", "generate"))
     return BenchResult(
         concurrency=concurrency,
         requests=total,
@@ -99,8 +104,26 @@ async def _run(
         latency_p50_ms=p50,
         latency_p90_ms=p90,
         latency_p99_ms=p99,
-        step_ms=p50 / config.steps if config.steps else None,
+        step_ms=(generate if generate is not None else p50) / config.steps if config.steps else None,
+        queue_p50_ms=queue,
     )
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`Server-Timing: queue;dur=1.2, generate;dur=80.5` as {"queue": 1.2, "generate": 80.5}; entries
+    without a duration are left out."""
+    timings = {}
+    for entry in header.split(","):
+        name, *params = (part.strip() for part in entry.split(";"))
+        durations = [p.removeprefix("dur=") for p in params if p.startswith("dur=")]
+        if name and durations:
+            timings[name] = float(durations[0])
+    return timings
+
+
+def _median_of(timings: list[dict[str, float]], name: str) -> float | None:
+    values = [t[name] for t in timings if name in t]
+    return float(np.median(values)) if values else None
 
 
 def _progress(concurrency: int, done: int, total: int) -> None:
@@ -111,15 +134,20 @@ def _progress(concurrency: int, done: int, total: int) -> None:
 
 def format_table(results: Sequence[BenchResult]) -> str:
     header = (
-        f"{'conc':>4} {'req/s':>7} {'img/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'step ms':>8} {'errors':>6}"
+        f"{'conc':>4} {'req/s':>7} {'img/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'step ms':>8} "
+        f"{'queue ms':>8} {'errors':>6}"
     )
     rows = [
         f"{r.concurrency:>4} {r.requests_per_second:>7.2f} {r.images_per_second:>7.2f} {r.latency_p50_ms:>8.1f} "
-        f"{r.latency_p90_ms:>8.1f} {r.latency_p99_ms:>8.1f} "
-        f"{(f'{r.step_ms:.1f}' if r.step_ms is not None else '-'):>8} {r.errors:>6}"
+        f"{r.latency_p90_ms:>8.1f} {r.latency_p99_ms:>8.1f} {_optional(r.step_ms):>8} {_optional(r.queue_p50_ms):>8} "
+        f"{r.errors:>6}"
         for r in results
     ]
     return "\n".join([header, *rows])
+
+
+def _optional(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def bench(config: BenchConfig, json_path: Path | None) -> list[BenchResult]:

@@ -19,6 +19,10 @@ from frontend.pipelines.job import GenerationJob
 from frontend.progress import PROGRESS_HEADER, Progress
 from frontend.routing import VERSION_HEADER
 
+SERVER_TIMING_HEADER = "Server-Timing"
+"""Where one generation's time went, in milliseconds (W3C Server-Timing, which browsers' developer
+tools show): `queue` waiting for a running slot, `generate` the pipeline, `inference` the part of it
+spent waiting on Triton, `encode` the image encoding. `imagegen bench` reports them."""
 PROMPT_TRUNCATED_HEADER = "X-Prompt-Truncated"
 """Set to "true" when a text encoder read only the start of the prompt or negative prompt (CLIP: 77
 tokens, T5: 256 for schnell, 512 for dev), as diffusers truncates; the image still comes back."""
@@ -47,21 +51,28 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
     quality = output_quality(image_request)
     state.safety.check_prompt(job.prompt)
     usage.work = Work.of(pipeline.name, job)
+    timings: dict[str, float] = {}
+    queued = time.perf_counter()
     async with state.admission.slot(pipeline.name):
+        started = time.perf_counter()
         progress.stage = "generating"
         # One version for every Triton call of this request, counted in flight until it ends.
         with state.routing.pinned(pipeline) as (served, version):
             generation = await served.generate(job, progress)
+        timings |= {"queue": started - queued, "generate": time.perf_counter() - started}
+    timings["inference"] = generation.compute_seconds
     usage.measured(generation.compute_seconds)
     progress.stage = "checking"
     await state.safety.check_images(generation.images, usage.clock)
     progress.stage = "encoding"
+    started = time.perf_counter()
     encoded = await asyncio.gather(
         *(
             asyncio.to_thread(encode_image_base64, image, image_request.output_format, quality)
             for image in generation.images
         )
     )
+    timings["encode"] = time.perf_counter() - started
     cost = await state.ledger.charge(usage)
     response = ImageResponse(
         created=int(time.time()),
@@ -69,7 +80,10 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
         energy_cost=cost.energy_kwh,
         credits_cost=cost.credits,
     )
-    headers = {VERSION_HEADER: str(version)}
+    headers = {
+        VERSION_HEADER: str(version),
+        SERVER_TIMING_HEADER: ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in timings.items()),
+    }
     if generation.prompt_truncated:
         headers[PROMPT_TRUNCATED_HEADER] = "true"
     # Serialised off the event loop, by pydantic's own encoder: the base64 images make the body

@@ -19,4 +19,7 @@ def test_bench_reports_every_concurrency_level(server: Server, tmp_path: Path) -
     assert [result["concurrency"] for result in results] == [1, 2]
     assert all(result["errors"] == 0 and result["images_per_second"] > 0 for result in results)
     assert all(result["latency_p50_ms"] <= result["latency_p99_ms"] for result in results)
+    # From the server's Server-Timing: the steps alone, without queueing or encoding.
+    assert all(0 < result["step_ms"] * 2 < result["latency_p50_ms"] for result in results)
+    assert all(result["queue_p50_ms"] >= 0 for result in results)
     assert output.splitlines()[0].split()[:3] == ["conc", "req/s", "img/s"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from frontend.bench import server_timing
 from tests.e2e.images import png_base64, post
 from tests.harness import API_KEY, Server, free_port, start_server, stop_server
 
@@ -57,6 +59,17 @@ def test_a_generation_moves_its_models_counters(server: Server) -> None:
     assert value(after, "imagegen_queue_depth", **model) == 0 and value(after, "imagegen_running", **model) == 0
     assert ("imagegen_queue_depth", frozenset(model.items())) in after
     assert GENERATED_ID.fullmatch(response._request_id or ""), "the SDK reads X-Request-Id"
+
+
+def test_a_generation_says_where_its_time_went_in_server_timing(server: Server) -> None:
+    started = time.perf_counter()
+    response = post(server, {"model": "flux-schnell", "prompt": "a lighthouse", "size": "256x256", "steps": 2})
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert response.status_code == 200
+    timings = server_timing(response.headers["Server-Timing"])
+    assert list(timings) == ["queue", "generate", "inference", "encode"]
+    assert 0 < timings["inference"] <= timings["generate"]
+    assert sum(timings[name] for name in ("queue", "generate", "encode")) < elapsed_ms
 
 
 def test_steps_count_what_ran_with_an_input_image(server: Server) -> None:
