@@ -28,7 +28,7 @@ from frontend.catalog import Catalog, Pipeline
 from frontend.pipelines.job import GenerationJob
 from frontend.pipelines.triton_models import model_name
 from frontend.progress import Progress
-from frontend.routing import REFRESH_SECONDS, Routing, in_flight_key, route_versions
+from frontend.routing import REFRESH_SECONDS, Routing, at_version, in_flight_key, route_versions
 from frontend.store.repository import Route
 from frontend.triton import TritonClient
 
@@ -148,14 +148,17 @@ class Rollouts:
     async def _load(self, models: list[str], versions: set[int], keep: set[int]) -> None:
         """Every component at exactly `versions`; on failure, back to `keep` and refused."""
         try:
-            await asyncio.gather(*(self.triton.load_versions(model, versions) for model in models))
+            await self._serve_exactly(models, versions)
         except APIError as exc:
-            await asyncio.gather(*(self.triton.load_versions(model, keep) for model in models))
+            await self._serve_exactly(models, keep)
             raise AdminRefused(f"Triton could not load versions {sorted(versions)}: {exc.message}") from None
+
+    async def _serve_exactly(self, models: list[str], versions: set[int]) -> None:
+        await asyncio.gather(*(self.triton.load_versions(model, versions) for model in models))
 
     async def _warm_up(self, pipeline: Pipeline, version: int, models: list[str], keep: set[int]) -> None:
         """One small generation through every component on `version`; a failure unloads it again."""
-        bound = dataclasses.replace(pipeline, triton=pipeline.triton.at_version(version))  # type: ignore[type-var]
+        bound = at_version(pipeline, version)
         limits = pipeline.limits
         side = max(limits.min_side, limits.side_multiple)
         img2img = "input_images" in limits.parameters
@@ -172,7 +175,7 @@ class Rollouts:
         try:
             await bound.generate(job, Progress())
         except APIError as exc:
-            await asyncio.gather(*(self.triton.load_versions(model, keep) for model in models))
+            await self._serve_exactly(models, keep)
             raise AdminRefused(f"Version {version} of {pipeline.name} failed its warm-up: {exc.message}") from None
 
     async def _drain(self, new: Route, retired: set[int]) -> bool:

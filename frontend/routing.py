@@ -39,6 +39,11 @@ def route_versions(route: Route) -> set[int]:
     return {route.stable_version} | ({route.canary_version} if route.canary_version is not None else set())
 
 
+def at_version(pipeline: Pipeline, version: int) -> Pipeline:
+    """`pipeline` with every Triton call it makes naming `version`."""
+    return dataclasses.replace(pipeline, triton=pipeline.triton.at_version(version))  # type: ignore[type-var]
+
+
 def in_flight_key(pipeline: str, version: int) -> str:
     return f"{pipeline}@{version}"
 
@@ -75,7 +80,7 @@ class Routing:
         key = in_flight_key(pipeline.name, version)
         self._in_flight[key] += 1
         try:
-            yield dataclasses.replace(pipeline, triton=pipeline.triton.at_version(version)), version  # type: ignore[type-var]
+            yield at_version(pipeline, version), version
         finally:
             self._in_flight[key] -= 1
             if not self._in_flight[key]:

@@ -87,8 +87,8 @@ class TritonClient:
     async def ready(self) -> bool:
         """Whether Triton answers and every model in its repository has a ready version (what `/readyz` asks)."""
         try:
-            index = await self._call(self._client.get_model_repository_index(headers=IDENTITY), PROBE_TIMEOUT_S)
-        except (InferenceUnavailable, InferenceServerException):
+            index = await self._repository_index(PROBE_TIMEOUT_S)
+        except InferenceUnavailable:
             return False
         # Per model, not per entry: during a rollout a version is listed loading, unloading, then
         # unloaded beside the version that serves.
@@ -97,21 +97,16 @@ class TritonClient:
 
     async def model_configs(self) -> dict[str, dict[str, Any]]:
         """Config of every ready model in the repository, by model name."""
+        ready = [entry["name"] for entry in await self._repository_index() if entry.get("state") == "READY"]
         try:
-            index = await self._call(self._client.get_model_repository_index(headers=IDENTITY))
-            ready = [entry["name"] for entry in index if entry.get("state") == "READY"]
             return {name: await self._call(self._client.get_model_config(name, headers=IDENTITY)) for name in ready}
         except InferenceServerException as exc:
             raise InferenceUnavailable(f"Triton did not list its models: {exc.message()}") from None
 
     async def ready_versions(self) -> dict[str, set[int]]:
         """The versions of each model that are loaded and ready."""
-        try:
-            index = await self._call(self._client.get_model_repository_index(headers=IDENTITY))
-        except InferenceServerException as exc:
-            raise InferenceUnavailable(f"Triton did not list its models: {exc.message()}") from None
         versions: dict[str, set[int]] = {}
-        for entry in index:
+        for entry in await self._repository_index():
             if entry.get("state") == "READY" and entry.get("version"):
                 versions.setdefault(entry["name"], set()).add(int(entry["version"]))
         return versions
@@ -125,6 +120,16 @@ class TritonClient:
             await self._call(self._client.load_model(model, headers=IDENTITY, config=json.dumps(config)))
         except InferenceServerException as exc:
             raise _as_api_error(model, exc) from None
+
+    async def _repository_index(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Every model version in Triton's repository and its state."""
+        try:
+            index: list[dict[str, Any]] = await self._call(
+                self._client.get_model_repository_index(headers=IDENTITY), timeout
+            )
+        except InferenceServerException as exc:
+            raise InferenceUnavailable(f"Triton did not list its models: {exc.message()}") from None
+        return index
 
     async def _call(self, call: Awaitable[T], timeout: float | None = None) -> T:
         """One request to Triton under its deadline, transport failures as InferenceUnavailable."""
