@@ -12,10 +12,11 @@ to back in one run, then one comparison table and, as the very last line, the fo
 
 The server is `imagegen serve` as a user runs it (embedded Triton, free ports, its own state folder),
 measured over HTTP by `imagegen bench`'s client; the peers run in this process while it idles, so
-neither competes with the other for the CPU. Everything runs in rounds (`--rounds`, 3): each round
-measures every case on the server and then on its peers, back to back, and yields its own ratios; the
-figures shown are the medians over the rounds, since a shared machine's speed drifts by tens of
-percent within minutes and a single pass of each side can land on a slow and a fast minute.
+neither competes with the other for the CPU. A shared machine's speed drifts by tens of percent
+within minutes, so both sides of a ratio are measured close together: one request at a time, the
+server and the ORT loop alternate request by request; then the server at concurrency 8, then
+diffusers. Everything runs in rounds (`--rounds`, 3), each yielding its own ratios; the figures shown
+are the medians over the rounds.
 
 The peers end with the server's own PNG encoding: all three deliver the same bytes, and the ratios
 measure what serving adds around the same work.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -44,7 +46,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.peers import DiffusersPeer, OrtPeer
-from frontend.bench import PROMPT, BenchConfig, BenchResult, run_bench
+from frontend.bench import PROMPT, BenchConfig, BenchResult, client_for, run_bench, summarise, timed_request
 from frontend.imaging import encode_image_base64
 
 CONCURRENCY = 8
@@ -60,7 +62,7 @@ class Case:
 
     model: str  # the public model id in the bench repository, and the checkpoint folder's name
     size: int
-    requests: int  # per concurrency level on the server, and images per peer
+    requests: int  # at concurrency 8; half as many alternating pairs one at a time, a quarter for diffusers
     diffusers: bool  # whether diffusers (slow on a CPU) runs this case too
 
 
@@ -123,11 +125,13 @@ def main() -> None:
             # on both sides of a ratio alike; the idle server takes no CPU while the peers run.
             for case in cases:
                 config = BenchConfig(
-                    url, key, case.model, case.size, case.size, STEPS, 1, case.requests, (1, CONCURRENCY), warmup=2
+                    url, key, case.model, case.size, case.size, STEPS, 1, case.requests, (CONCURRENCY,), warmup=2
                 )
-                print(f"round {number}, server: {case.model} {case.size}x{case.size}", file=sys.stderr)
-                served[case.model] = asyncio.run(run_bench(config))
-                peers[case.model] = measure_peers(generators[case.model], case, max(2, case.requests // 2))
+                print(f"round {number}: {case.model} {case.size}x{case.size}", file=sys.stderr)
+                others = dict(generators[case.model])
+                single, loop = asyncio.run(interleaved(config, others.pop(ORT_PEER), max(2, case.requests // 2)))
+                served[case.model] = [single, *asyncio.run(run_bench(config))]
+                peers[case.model] = [loop, *measure_peers(others, case, max(2, case.requests // 4))]
             rounds.append(Round(served, peers))
     report(rounds, args.root / "results.json")
 
@@ -189,19 +193,43 @@ def peer_generators(root: Path, case: Case) -> dict[str, Callable[[int], str]]:
     return generators
 
 
+async def interleaved(
+    config: BenchConfig, generate: Callable[[int], str], pairs: int
+) -> tuple[BenchResult, PeerResult]:
+    """One request to the server, then one image of the ORT loop, `pairs` times: the single-request
+    latencies of the two sides are measured within seconds of each other, so a drift of the machine's
+    speed falls on both alike (Y's two sides taken a minute apart moved by up to 25 %)."""
+    single = dataclasses.replace(config, concurrencies=(1,))
+    served: list[tuple[float, dict[str, float]] | None] = []
+    loop: list[float] = []
+    async with client_for(single) as client:
+        await timed_request(client, single)  # warm-up of both sides
+        generate(0)
+        for _ in range(pairs):
+            served.append(await timed_request(client, single))
+            began = time.perf_counter()
+            generate(0)
+            loop.append(time.perf_counter() - began)
+    server_seconds = sum(outcome[0] for outcome in served if outcome is not None)
+    return (
+        summarise(single, 1, served, server_seconds),
+        PeerResult(ORT_PEER, pairs, sum(loop), statistics.median(loop) * 1000),
+    )
+
+
 def measure_peers(generators: dict[str, Callable[[int], str]], case: Case, images: int) -> list[PeerResult]:
+    """Each peer alone, one image after another (diffusers: too slow on a CPU to interleave)."""
     results = []
     for name, generate in generators.items():
         print(f"peer: {name}, {case.model} {case.size}x{case.size}", file=sys.stderr)
         generate(0)  # warm-up: sessions allocate their buffers on the first run
-        count = images if name == ORT_PEER else max(2, images // 4)
         latencies = []
         started = time.perf_counter()
-        for _ in range(count):
+        for _ in range(images):
             began = time.perf_counter()
             generate(0)
             latencies.append(time.perf_counter() - began)
-        results.append(PeerResult(name, count, time.perf_counter() - started, statistics.median(latencies) * 1000))
+        results.append(PeerResult(name, images, time.perf_counter() - started, statistics.median(latencies) * 1000))
     return results
 
 

@@ -54,50 +54,64 @@ class BenchResult:
 
 
 async def run_bench(config: BenchConfig) -> list[BenchResult]:
-    limits = httpx.Limits(max_connections=max(config.concurrencies))
-    async with httpx.AsyncClient(base_url=config.url, timeout=600, limits=limits) as client:
+    async with client_for(config) as client:
         # Warm up concurrently: Triton's first batched executions allocate their buffers then.
         await _run(client, config, config.warmup, min(config.warmup, max(config.concurrencies)), show=False)
         return [await _run(client, config, config.requests, concurrency) for concurrency in config.concurrencies]
 
 
-async def _run(
-    client: httpx.AsyncClient, config: BenchConfig, total: int, concurrency: int, show: bool = True
-) -> BenchResult:
+def client_for(config: BenchConfig) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=max(config.concurrencies))
+    headers = {"Authorization": f"Bearer {config.key}"}
+    return httpx.AsyncClient(base_url=config.url, timeout=600, limits=limits, headers=headers)
+
+
+async def timed_request(client: httpx.AsyncClient, config: BenchConfig) -> tuple[float, dict[str, float]] | None:
+    """One generation: its latency in seconds and the server's `Server-Timing`, or None if it failed."""
     body: dict[str, Any] = {"model": config.model, "prompt": PROMPT, "n": config.n}
     body |= {"width": config.width, "height": config.height, "seed": 0}
     if config.steps is not None:
         body["steps"] = config.steps
-    headers = {"Authorization": f"Bearer {config.key}"}
-    latencies: list[float] = []
-    timings: list[dict[str, float]] = []
-    errors = 0
+    started = time.perf_counter()
+    response = await client.post("/images/generations", json=body)
+    if response.status_code != 200:
+        return None
+    return time.perf_counter() - started, server_timing(response.headers.get("server-timing", ""))
+
+
+async def _run(
+    client: httpx.AsyncClient, config: BenchConfig, total: int, concurrency: int, show: bool = True
+) -> BenchResult:
+    outcomes: list[tuple[float, dict[str, float]] | None] = []
     pending = iter(range(total))
 
     async def worker() -> None:
-        nonlocal errors
         for _ in pending:
-            started = time.perf_counter()
-            response = await client.post("/images/generations", json=body, headers=headers)
-            if response.status_code == 200:
-                latencies.append(time.perf_counter() - started)
-                timings.append(server_timing(response.headers.get("server-timing", "")))
-            else:
-                errors += 1
+            outcomes.append(await timed_request(client, config))
             if show:
-                _progress(concurrency, len(latencies) + errors, total)
+                _progress(concurrency, len(outcomes), total)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - started
     if show:
         print(file=sys.stderr)
+    return summarise(config, concurrency, outcomes, seconds)
+
+
+def summarise(
+    config: BenchConfig, concurrency: int, outcomes: Sequence[tuple[float, dict[str, float]] | None], seconds: float
+) -> BenchResult:
+    """The table's row for requests that took `seconds` in all (None: a failed request)."""
+    succeeded = [outcome for outcome in outcomes if outcome is not None]
+    latencies = [latency for latency, _ in succeeded]
+    timings = [timing for _, timing in succeeded]
     p50, p90, p99 = (float(np.percentile(latencies, q)) * 1000 if latencies else float("nan") for q in (50, 90, 99))
     queue, generate = (_median_of(timings, name) for name in ("queue", "generate"))
     return BenchResult(
         concurrency=concurrency,
-        requests=total,
-        errors=errors,
+        requests=len(outcomes),
+        errors=len(outcomes) - len(succeeded),
         seconds=seconds,
         requests_per_second=len(latencies) / seconds,
         images_per_second=len(latencies) * config.n / seconds,
