@@ -27,16 +27,14 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from frontend.adapters import LoraLayout
 from frontend.api.errors import ModelNotFound
 from frontend.pipelines import flux, sdxl
 from frontend.pipelines.flux import FluxPipeline
-from frontend.pipelines.job import Generation, GenerationJob, Limits
+from frontend.pipelines.pipeline import DiffusionPipeline
 from frontend.pipelines.sdxl import SDXLPipeline
 from frontend.pipelines.triton_models import PIPELINE_PARAMETER
-from frontend.progress import Progress
 from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)
@@ -48,25 +46,7 @@ the model as it is."""
 DEFAULT_ALIASES = {"dall-e-3": "flux-schnell"}
 
 
-class Pipeline(Protocol):
-    """What the API asks of a family's pipeline (frozen dataclasses: a flavour or a version is a copy)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def limits(self) -> Limits: ...
-
-    @property
-    def lora(self) -> LoraLayout | None: ...
-
-    @property
-    def triton(self) -> TritonClient: ...
-
-    async def generate(self, job: GenerationJob, progress: Progress) -> Generation: ...
-
-
-FAMILIES: dict[str, tuple[str, Callable[[str, Mapping[str, Any], TritonClient], Pipeline]]] = {
+FAMILIES: dict[str, tuple[str, Callable[[str, Mapping[str, Any], TritonClient], DiffusionPipeline]]] = {
     flux.FAMILY: (flux.DENOISER, FluxPipeline.from_metadata),
     sdxl.FAMILY: (sdxl.DENOISER, SDXLPipeline.from_metadata),
 }
@@ -151,13 +131,13 @@ def _strings(table: Mapping[str, Any], path: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Catalog:
-    pipelines: Mapping[str, Pipeline]
+    pipelines: Mapping[str, DiffusionPipeline]
     """Discovered in Triton, by pipeline name."""
     versions: Mapping[str, int] = field(default_factory=dict)
     """Pipeline -> the version loaded in Triton at discovery, served until a rollout routes another."""
     config: CatalogConfig = field(default_factory=CatalogConfig)
 
-    def resolve(self, model: str | None) -> Pipeline:
+    def resolve(self, model: str | None) -> DiffusionPipeline:
         """The pipeline a public id, alias or `MODEL:FLAVOUR` names, with the flavour's defaults applied."""
         requested = model or self.config.default_model
         base, _, suffix = requested.rpartition(":")
@@ -172,7 +152,7 @@ class Catalog:
             )
         return pipeline if flavour is None else flavoured(self.pipelines[flavour.pipeline or pipeline.name], flavour)
 
-    def _public_pipeline(self, public_id: str) -> Pipeline | None:
+    def _public_pipeline(self, public_id: str) -> DiffusionPipeline | None:
         models = self.config.models
         name = public_id if models is None else models.get(public_id)
         return self.pipelines.get(name) if name is not None else None
@@ -188,7 +168,7 @@ class Catalog:
         return sorted(ids)
 
 
-def flavoured(pipeline: Pipeline, flavour: Flavour) -> Pipeline:
+def flavoured(pipeline: DiffusionPipeline, flavour: Flavour) -> DiffusionPipeline:
     """`pipeline` with the flavour's defaults, bounded by the pipeline's own limits."""
     limits = pipeline.limits
     changes: dict[str, Any] = {}
@@ -203,7 +183,7 @@ def flavoured(pipeline: Pipeline, flavour: Flavour) -> Pipeline:
 
 async def discover(triton: TritonClient, config: CatalogConfig) -> Catalog:
     """Build the catalog from the ready models in Triton."""
-    pipelines: dict[str, Pipeline] = {}
+    pipelines: dict[str, DiffusionPipeline] = {}
     versions: dict[str, int] = {}
     ready = await triton.ready_versions()
     for model, model_config in (await triton.model_configs()).items():

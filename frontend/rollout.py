@@ -24,8 +24,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 import numpy as np
 
 from frontend.api.errors import AdminConflict, AdminRefused, APIError, ModelNotFound
-from frontend.catalog import Catalog, Pipeline
+from frontend.catalog import Catalog
 from frontend.pipelines.job import GenerationJob
+from frontend.pipelines.pipeline import DiffusionPipeline
 from frontend.pipelines.triton_models import model_name
 from frontend.progress import Progress
 from frontend.routing import REFRESH_SECONDS, Routing, at_version, in_flight_key, route_versions
@@ -104,7 +105,7 @@ class Rollouts:
                 await asyncio.gather(*(self.triton.load_versions(model, ready[model] | wanted) for model in missing))
 
     @contextlib.asynccontextmanager
-    async def _exclusive(self, model: str) -> AsyncIterator[Pipeline]:
+    async def _exclusive(self, model: str) -> AsyncIterator[DiffusionPipeline]:
         """The pipeline, while no other switch of it runs in this frontend (the store's compare-and-set
         refuses one from another frontend)."""
         pipeline = self.catalog().pipelines.get(model)
@@ -129,7 +130,7 @@ class Rollouts:
                 raise AdminConflict(f"The routing table of {model} changed meanwhile; try again.")
         return route
 
-    async def _switch(self, pipeline: Pipeline, route: Route, new: Route) -> Switch:
+    async def _switch(self, pipeline: DiffusionPipeline, route: Route, new: Route) -> Switch:
         started = time.monotonic()
         models = component_models(pipeline.name, await self.triton.ready_versions())
         before, after = route_versions(route), route_versions(new)
@@ -156,7 +157,7 @@ class Rollouts:
     async def _serve_exactly(self, models: list[str], versions: set[int]) -> None:
         await asyncio.gather(*(self.triton.load_versions(model, versions) for model in models))
 
-    async def _warm_up(self, pipeline: Pipeline, version: int, models: list[str], keep: set[int]) -> None:
+    async def _warm_up(self, pipeline: DiffusionPipeline, version: int, models: list[str], keep: set[int]) -> None:
         """One small generation through every component on `version`; a failure unloads it again."""
         bound = at_version(pipeline, version)
         limits = pipeline.limits

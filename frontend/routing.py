@@ -21,7 +21,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from frontend.catalog import Catalog, Pipeline
+from frontend.catalog import Catalog
+from frontend.pipelines.pipeline import DiffusionPipeline
 from frontend.store.repository import Heartbeat, Route, Store
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def route_versions(route: Route) -> set[int]:
     return {route.stable_version} | ({route.canary_version} if route.canary_version is not None else set())
 
 
-def at_version(pipeline: Pipeline, version: int) -> Pipeline:
+def at_version(pipeline: DiffusionPipeline, version: int) -> DiffusionPipeline:
     """`pipeline` with every Triton call it makes naming `version`."""
     return dataclasses.replace(pipeline, triton=pipeline.triton.at_version(version))  # type: ignore[type-var]
 
@@ -74,7 +75,7 @@ class Routing:
         return route.stable_version
 
     @contextlib.contextmanager
-    def pinned(self, pipeline: Pipeline) -> Iterator[tuple[Pipeline, int]]:
+    def pinned(self, pipeline: DiffusionPipeline) -> Iterator[tuple[DiffusionPipeline, int]]:
         """`pipeline` bound to one version for all its Triton calls, counted in flight while it runs."""
         version = self.choose(pipeline.name)
         key = in_flight_key(pipeline.name, version)

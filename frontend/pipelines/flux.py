@@ -7,20 +7,19 @@ image for the same weights, prompt, steps and initial latents.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from frontend.adapters import LORA_PARAMETERS, LoraLayout, denoiser_inputs
-from frontend.pipelines.job import Generation, GenerationJob, Limits
+from frontend.adapters import denoiser_inputs
+from frontend.pipelines.job import Generation, GenerationJob
 from frontend.pipelines.noise import noise_batch
-from frontend.pipelines.prompt_cache import Encoded, PromptCache
+from frontend.pipelines.pipeline import DiffusionPipeline
+from frontend.pipelines.prompt_cache import Encoded
 from frontend.pipelines.schedulers import FlowMatchEuler
 from frontend.pipelines.stages import decode_latents, encode_images, tokenize
-from frontend.pipelines.triton_models import model_name
 from frontend.progress import Progress
 from frontend.triton import InferenceClock, TritonClient
 
@@ -76,46 +75,27 @@ def latent_image_ids(latent_height: int, latent_width: int) -> np.ndarray:
     return ids.reshape(-1, 3)
 
 
-@dataclass(frozen=True)
-class FluxPipeline:
-    name: str
-    triton: TritonClient
+@dataclass(frozen=True, kw_only=True)
+class FluxPipeline(DiffusionPipeline):
     scheduler: FlowMatchEuler
-    latent_channels: int
-    vae_scale_factor: int
     guidance_embeds: bool
-    text_encoders: Mapping[str, int]
-    limits: Limits
-    lora: LoraLayout | None
-    """The transformer's LoRA layers and rank budget; None where it was exported without them."""
-    prompt_cache: PromptCache = field(default_factory=PromptCache, compare=False, repr=False)
-    """Shared by the copies a version or flavour makes (`dataclasses.replace` keeps it)."""
 
     @classmethod
     def from_metadata(cls, name: str, metadata: Mapping[str, Any], triton: TritonClient) -> FluxPipeline:
-        lora = LoraLayout.from_metadata(metadata["lora"]) if "lora" in metadata else None
+        guidance = bool(metadata["guidance_embeds"])
         return cls(
-            name=name,
-            triton=triton,
             scheduler=FlowMatchEuler.from_config(metadata["scheduler"]),
-            latent_channels=int(metadata["latent_channels"]),
-            vae_scale_factor=int(metadata["vae_scale_factor"]),
-            guidance_embeds=bool(metadata["guidance_embeds"]),
-            text_encoders=dict(metadata["text_encoders"]),
-            limits=Limits.from_metadata(
+            guidance_embeds=guidance,
+            **cls._metadata_fields(
+                name,
                 metadata,
+                triton,
                 sizes=SIZES,
                 side_multiple=int(metadata["vae_scale_factor"]) * PACKING,
                 default_strength=DEFAULT_STRENGTH,
-                parameters=IMG2IMG_PARAMETERS
-                | (GUIDANCE_PARAMETERS if metadata["guidance_embeds"] else frozenset())
-                | (LORA_PARAMETERS if lora else frozenset()),
+                parameters=IMG2IMG_PARAMETERS | (GUIDANCE_PARAMETERS if guidance else frozenset()),
             ),
-            lora=lora,
         )
-
-    def _model(self, component: str) -> str:
-        return model_name(self.name, component)
 
     async def generate(self, job: GenerationJob, progress: Progress) -> Generation:
         clock = InferenceClock()
@@ -142,14 +122,6 @@ class FluxPipeline:
             self.triton, self._model("vae_decoder"), unpack_latents(latents, latent_height, latent_width), clock
         )
         return Generation(images=images, compute_seconds=clock.seconds, prompt_truncated=truncated)
-
-    async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(CLIP pooled embeddings, T5 hidden states), one row per prompt, and whether one was truncated;
-        prompts this version encoded before come from the cache."""
-        (pooled, prompt_embeds), truncated = await self.prompt_cache.encode(
-            self.name, self.triton.model_version, prompts, functools.partial(self._encode_prompts, clock=clock)
-        )
-        return pooled, prompt_embeds, truncated
 
     async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
         ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)

@@ -9,21 +9,20 @@ the served image equals diffusers' for the same weights, prompts, steps and star
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from frontend.adapters import LORA_PARAMETERS, LoraLayout, denoiser_inputs
+from frontend.adapters import denoiser_inputs
 from frontend.api.errors import InvalidParameter
-from frontend.pipelines.job import Generation, GenerationJob, Limits
+from frontend.pipelines.job import Generation, GenerationJob
 from frontend.pipelines.noise import noise_batch
-from frontend.pipelines.prompt_cache import Encoded, PromptCache
+from frontend.pipelines.pipeline import DiffusionPipeline
+from frontend.pipelines.prompt_cache import Encoded
 from frontend.pipelines.schedulers import EulerDiscrete
 from frontend.pipelines.stages import decode_latents, encode_images, tokenize
-from frontend.pipelines.triton_models import model_name
 from frontend.progress import Progress
 from frontend.triton import InferenceClock, TritonClient
 
@@ -88,45 +87,27 @@ def add_time_ids(height: int, width: int) -> np.ndarray:
     return np.array([height, width, *CROP_TOP_LEFT, height, width], dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class SDXLPipeline:
-    name: str
-    triton: TritonClient
+@dataclass(frozen=True, kw_only=True)
+class SDXLPipeline(DiffusionPipeline):
     scheduler: EulerDiscrete
-    latent_channels: int
-    vae_scale_factor: int
     force_zeros_for_empty_prompt: bool
-    text_encoders: Mapping[str, int]
-    limits: Limits
-    lora: LoraLayout | None
-    """The UNet's LoRA layers and rank budget; None where it was exported without them."""
-    prompt_cache: PromptCache = field(default_factory=PromptCache, compare=False, repr=False)
-    """Shared by the copies a version or flavour makes (`dataclasses.replace` keeps it)."""
 
     @classmethod
     def from_metadata(cls, name: str, metadata: Mapping[str, Any], triton: TritonClient) -> SDXLPipeline:
-        lora = LoraLayout.from_metadata(metadata["lora"]) if "lora" in metadata else None
         return cls(
-            name=name,
-            triton=triton,
             scheduler=EulerDiscrete.from_config(metadata["scheduler"]),
-            latent_channels=int(metadata["latent_channels"]),
-            vae_scale_factor=int(metadata["vae_scale_factor"]),
             # StableDiffusionXLPipeline's default, for checkpoints whose model_index.json omits it.
             force_zeros_for_empty_prompt=bool(metadata.get("force_zeros_for_empty_prompt", True)),
-            text_encoders=dict(metadata["text_encoders"]),
-            limits=Limits.from_metadata(
+            **cls._metadata_fields(
+                name,
                 metadata,
+                triton,
                 sizes=SIZES,
                 side_multiple=int(metadata["side_multiple"]),
                 default_strength=DEFAULT_STRENGTH,
-                parameters=PARAMETERS | (LORA_PARAMETERS if lora else frozenset()),
+                parameters=PARAMETERS,
             ),
-            lora=lora,
         )
-
-    def _model(self, component: str) -> str:
-        return model_name(self.name, component)
 
     async def generate(self, job: GenerationJob, progress: Progress) -> Generation:
         clock = InferenceClock()
@@ -154,14 +135,6 @@ class SDXLPipeline:
             zeros = np.concatenate([np.zeros_like(embeds), embeds]), np.concatenate([np.zeros_like(pooled), pooled])
             return *zeros, truncated
         return await self.encode_prompts([negative_prompt or "", prompt], clock)
-
-    async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Both encoders' penultimate hidden states side by side, text_encoder_2's pooled projection,
-        and whether a prompt was truncated; prompts this version encoded before come from the cache."""
-        (embeds, pooled), truncated = await self.prompt_cache.encode(
-            self.name, self.triton.model_version, prompts, functools.partial(self._encode_prompts, clock=clock)
-        )
-        return embeds, pooled, truncated
 
     async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
         ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)

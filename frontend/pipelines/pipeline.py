@@ -1,0 +1,86 @@
+"""What every family's pipeline shares: the fields the API reads, its Triton models' names, and prompt
+encoding through the prompt cache. Each family (flux.py, sdxl.py) adds its scheduler, its stages and
+its denoising loop, mirroring its diffusers pipeline."""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from frontend.adapters import LORA_PARAMETERS, LoraLayout
+from frontend.pipelines.job import Generation, GenerationJob, Limits
+from frontend.pipelines.prompt_cache import Encoded, PromptCache
+from frontend.pipelines.triton_models import model_name
+from frontend.progress import Progress
+from frontend.triton import InferenceClock, TritonClient
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionPipeline(ABC):
+    """One served model. Frozen: a flavour or a pinned version is a copy (`dataclasses.replace`)."""
+
+    name: str
+    triton: TritonClient
+    latent_channels: int
+    vae_scale_factor: int
+    text_encoders: Mapping[str, int]
+    """Each text encoder's token length, as the tokenizer model pads and truncates."""
+    limits: Limits
+    lora: LoraLayout | None
+    """The denoiser's LoRA layers and rank budget; None where it was exported without them."""
+    prompt_cache: PromptCache = field(default_factory=PromptCache, compare=False, repr=False)
+    """Shared by the copies a version or flavour makes (`dataclasses.replace` keeps it)."""
+
+    @staticmethod
+    def _metadata_fields(
+        name: str,
+        metadata: Mapping[str, Any],
+        triton: TritonClient,
+        *,
+        sizes: tuple[str, ...],
+        side_multiple: int,
+        default_strength: float,
+        parameters: frozenset[str],
+    ) -> dict[str, Any]:
+        """The fields above from the denoiser's pipeline metadata (export/repository.py writes it);
+        `parameters` are the family's optional request parameters, LoRA's added where it was exported."""
+        lora = LoraLayout.from_metadata(metadata["lora"]) if "lora" in metadata else None
+        limits = Limits.from_metadata(
+            metadata,
+            sizes=sizes,
+            side_multiple=side_multiple,
+            default_strength=default_strength,
+            parameters=parameters | (LORA_PARAMETERS if lora else frozenset()),
+        )
+        return {
+            "name": name,
+            "triton": triton,
+            "latent_channels": int(metadata["latent_channels"]),
+            "vae_scale_factor": int(metadata["vae_scale_factor"]),
+            "text_encoders": dict(metadata["text_encoders"]),
+            "limits": limits,
+            "lora": lora,
+        }
+
+    @abstractmethod
+    async def generate(self, job: GenerationJob, progress: Progress) -> Generation: ...
+
+    def _model(self, component: str) -> str:
+        return model_name(self.name, component)
+
+    async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The family's two prompt tensors (`_encode_prompts`), one row per prompt, and whether a prompt
+        was truncated; prompts this version encoded before come from the cache."""
+        (first, second), truncated = await self.prompt_cache.encode(
+            self.name, self.triton.model_version, prompts, functools.partial(self._encode_prompts, clock=clock)
+        )
+        return first, second, truncated
+
+    @abstractmethod
+    async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
+        """The tokenizer and the text encoders, for prompts the cache does not hold."""
