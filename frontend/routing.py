@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import random
@@ -45,6 +46,14 @@ def at_version(pipeline: DiffusionPipeline, version: int) -> DiffusionPipeline:
     return dataclasses.replace(pipeline, triton=pipeline.triton.at_version(version))  # type: ignore[type-var]
 
 
+def canary_bucket(pipeline: str, canary_version: int, caller: str) -> float:
+    """Where `caller` falls in [0, 100) for a canary: a hash, so the same on every frontend and for
+    every request. A caller stays on one side while the percent holds, a growing percent only moves
+    callers onto the canary, and a new canary version deals the callers afresh."""
+    digest = hashlib.sha256(f"{pipeline}\0{canary_version}\0{caller}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
 def in_flight_key(pipeline: str, version: int) -> str:
     return f"{pipeline}@{version}"
 
@@ -60,24 +69,25 @@ class Routing:
         """The current catalog: its `versions` are served where the table has no row."""
         self._routes: dict[str, Route] = {}
         self._in_flight: Counter[str] = Counter()
-        # Canary assignment is random per request: a key's requests spread over both versions in
-        # the same share as everyone's, and no state is needed to split.
-        self._random = random.Random()
 
     def route(self, pipeline: str) -> Route:
         """The stored route, or one serving the discovered version (generation 0: never changed)."""
         return self._routes.get(pipeline) or Route(pipeline, self.catalog().versions.get(pipeline, 1))
 
-    def choose(self, pipeline: str) -> int:
+    def choose(self, pipeline: str, caller: str) -> int:
+        """The version that serves `caller` (a key or account, or one end user of it): sticky, so one
+        caller's images, seeds included, come from one version for as long as a canary holds."""
         route = self.route(pipeline)
-        if route.canary_version is not None and self._random.random() * 100 < route.canary_percent:
+        if route.canary_version is not None and canary_bucket(pipeline, route.canary_version, caller) < (
+            route.canary_percent
+        ):
             return route.canary_version
         return route.stable_version
 
     @contextlib.contextmanager
-    def pinned(self, pipeline: DiffusionPipeline) -> Iterator[tuple[DiffusionPipeline, int]]:
-        """`pipeline` bound to one version for all its Triton calls, counted in flight while it runs."""
-        version = self.choose(pipeline.name)
+    def pinned(self, pipeline: DiffusionPipeline, caller: str) -> Iterator[tuple[DiffusionPipeline, int]]:
+        """`pipeline` bound to `caller`'s version for all its Triton calls, counted in flight while it runs."""
+        version = self.choose(pipeline.name, caller)
         key = in_flight_key(pipeline.name, version)
         self._in_flight[key] += 1
         try:

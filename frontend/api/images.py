@@ -57,7 +57,10 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
         started = time.perf_counter()
         progress.stage = "generating"
         # One version for every Triton call of this request, counted in flight until it ends.
-        with state.routing.pinned(pipeline) as (served, version):
+        with state.routing.pinned(pipeline, canary_identity(usage.principal.id, image_request.user)) as (
+            served,
+            version,
+        ):
             generation = await served.generate(job, progress)
         timings |= {"queue": started - queued, "generate": time.perf_counter() - started}
     timings["inference"] = generation.compute_seconds
@@ -90,6 +93,12 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
     # megabytes (3.3 MB for one 1024x1024 PNG; json.dumps took 9-12 ms of the loop, this 4-7 ms).
     body = await asyncio.to_thread(response.model_dump_json, exclude_none=True)
     return Response(body, media_type="application/json", headers=headers)
+
+
+def canary_identity(principal: str, user: str | None) -> str:
+    """Who a canary keeps on one version: the key or account, or the end user it names in `user`
+    (OpenAI's field for that), so a platform's users move to a canary one by one, not all at once."""
+    return principal if user is None else f"{principal}\0{user}"
 
 
 def check_pixel_budget(job: GenerationJob, budget: int) -> None:

@@ -9,12 +9,14 @@ versions apart, and diffusers with that checkpoint is the oracle of what version
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,10 @@ PROMPT = "A lighthouse on a basalt cliff in a storm"
 SMALL = {"prompt": PROMPT, "model": MODEL, "width": 256, "height": 256, "steps": 2}
 SEED = 11
 CLIENTS = 4
-CANARY_REQUESTS = 200
+CANARY_USERS = 100
 CANARY_PERCENT = 25
-# 200 draws at 25%: mean 50, standard deviation 6.1; these bounds are 4.9 deviations out (p < 1e-6).
-CANARY_BOUNDS = (20, 80)
+# 100 users at 25%: mean 25, standard deviation 4.3; these bounds are 4.6 deviations out (p < 1e-5).
+CANARY_BOUNDS = (5, 45)
 
 
 @pytest.fixture(scope="module")
@@ -173,19 +175,24 @@ def test_rollout_and_rollback_under_load_fail_no_request_and_serve_the_new_weigh
     assert loaded_versions(rollout_server) == {1}
 
 
-def test_a_canary_gets_its_share_of_requests_until_promoted(rollout_server: Server) -> None:
+def test_a_canary_serves_its_share_of_users_each_from_one_version_until_promoted(rollout_server: Server) -> None:
     admin(rollout_server, "rollout", MODEL, "--version", "2", "--canary", str(CANARY_PERCENT))
     assert loaded_versions(rollout_server) == {1, 2}
     status = admin(rollout_server, "status")
     assert f"v2 {CANARY_PERCENT}%" in status
 
-    with Load(rollout_server) as load:
-        load.wait_for(CANARY_REQUESTS)
-    served = load.results[:CANARY_REQUESTS]
-    canary = sum(version == "2" for _, version in served)
-    print(f"canary at {CANARY_PERCENT}%: {canary} of {CANARY_REQUESTS} requests on version 2")
-    assert {status for status, _ in served} == {200}
+    bodies = [{**SMALL, "seed": SEED, "user": f"user-{i}"} for i in range(CANARY_USERS)] * 2
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        responses = list(pool.map(functools.partial(post, rollout_server), bodies))
+    assert {response.status_code for response in responses} == {200}
+    versions: dict[str, set[str]] = {}
+    for body, response in zip(bodies, responses, strict=True):
+        versions.setdefault(body["user"], set()).add(response.headers["X-Model-Version"])
+    assert all(len(served) == 1 for served in versions.values())  # each user stays on one version
+    canary = sum(served == {"2"} for served in versions.values())
+    print(f"canary at {CANARY_PERCENT}%: {canary} of {CANARY_USERS} users on version 2")
     assert CANARY_BOUNDS[0] <= canary <= CANARY_BOUNDS[1]
+    assert len({generate(rollout_server)[1] for _ in range(6)}) == 1  # without `user`: the key stays
 
     admin(rollout_server, "rollout", MODEL, "--version", "2")  # promote
     assert generate(rollout_server)[1] == "2"
