@@ -46,7 +46,16 @@ from pathlib import Path
 import httpx
 
 from benchmarks.peers import DiffusersPeer, OrtPeer
-from frontend.bench import PROMPT, BenchConfig, BenchResult, client_for, run_bench, summarise, timed_request
+from frontend.bench import (
+    PROMPT,
+    BenchConfig,
+    BenchResult,
+    Outcome,
+    client_for,
+    run_bench,
+    summarise,
+    timed_request,
+)
 from frontend.imaging import encode_image_base64
 
 CONCURRENCY = 8
@@ -200,7 +209,7 @@ async def interleaved(
     latencies of the two sides are measured within seconds of each other, so a drift of the machine's
     speed falls on both alike (Y's two sides taken a minute apart moved by up to 25 %)."""
     single = dataclasses.replace(config, concurrencies=(1,))
-    served: list[tuple[float, dict[str, float]] | None] = []
+    served: list[Outcome] = []
     loop: list[float] = []
     async with client_for(single) as client:
         await timed_request(client, single)  # warm-up of both sides

@@ -24,6 +24,10 @@ PROGRESS_WIDTH = 30
 PROMPT = "a lighthouse on a cliff at dusk"
 
 
+Outcome = tuple[float, dict[str, float]] | None
+"""One request's latency in seconds and its `Server-Timing` entries; None where it failed."""
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     url: str  # base URL, e.g. http://127.0.0.1:8000/v1
@@ -66,8 +70,8 @@ def client_for(config: BenchConfig) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=config.url, timeout=600, limits=limits, headers=headers)
 
 
-async def timed_request(client: httpx.AsyncClient, config: BenchConfig) -> tuple[float, dict[str, float]] | None:
-    """One generation: its latency in seconds and the server's `Server-Timing`, or None if it failed."""
+async def timed_request(client: httpx.AsyncClient, config: BenchConfig) -> Outcome:
+    """One generation, timed."""
     body: dict[str, Any] = {"model": config.model, "prompt": PROMPT, "n": config.n}
     body |= {"width": config.width, "height": config.height, "seed": 0}
     if config.steps is not None:
@@ -82,7 +86,7 @@ async def timed_request(client: httpx.AsyncClient, config: BenchConfig) -> tuple
 async def _run(
     client: httpx.AsyncClient, config: BenchConfig, total: int, concurrency: int, show: bool = True
 ) -> BenchResult:
-    outcomes: list[tuple[float, dict[str, float]] | None] = []
+    outcomes: list[Outcome] = []
     pending = iter(range(total))
 
     async def worker() -> None:
@@ -99,10 +103,8 @@ async def _run(
     return summarise(config, concurrency, outcomes, seconds)
 
 
-def summarise(
-    config: BenchConfig, concurrency: int, outcomes: Sequence[tuple[float, dict[str, float]] | None], seconds: float
-) -> BenchResult:
-    """The table's row for requests that took `seconds` in all (None: a failed request)."""
+def summarise(config: BenchConfig, concurrency: int, outcomes: Sequence[Outcome], seconds: float) -> BenchResult:
+    """The table's row for requests that took `seconds` in all."""
     succeeded = [outcome for outcome in outcomes if outcome is not None]
     latencies = [latency for latency, _ in succeeded]
     timings = [timing for _, timing in succeeded]

@@ -78,10 +78,9 @@ class Routing:
         """The version that serves `caller` (a key or account, or one end user of it): sticky, so one
         caller's images, seeds included, come from one version for as long as a canary holds."""
         route = self.route(pipeline)
-        if route.canary_version is not None and canary_bucket(pipeline, route.canary_version, caller) < (
-            route.canary_percent
-        ):
-            return route.canary_version
+        canary = route.canary_version
+        if canary is not None and canary_bucket(pipeline, canary, caller) < route.canary_percent:
+            return canary
         return route.stable_version
 
     @contextlib.contextmanager

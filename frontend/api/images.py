@@ -57,10 +57,8 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
         started = time.perf_counter()
         progress.stage = "generating"
         # One version for every Triton call of this request, counted in flight until it ends.
-        with state.routing.pinned(pipeline, canary_identity(usage.principal.id, image_request.user)) as (
-            served,
-            version,
-        ):
+        caller = canary_identity(usage.principal.id, image_request.user)
+        with state.routing.pinned(pipeline, caller) as (served, version):
             generation = await served.generate(job, progress)
         timings |= {"queue": started - queued, "generate": time.perf_counter() - started}
     timings["inference"] = generation.compute_seconds
