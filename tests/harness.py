@@ -99,7 +99,10 @@ def descendants(pid: int) -> set[int]:
         parent = pending.pop()
         # Each thread lists the children it started (the Triton supervisor's thread restarts it).
         for children in Path(f"/proc/{parent}/task").glob("*/children"):
-            kids = {int(child) for child in children.read_text().split()}
+            try:
+                kids = {int(child) for child in children.read_text().split()}
+            except (FileNotFoundError, ProcessLookupError):  # the thread ended between listing and reading
+                continue
             found |= kids
             pending.extend(kids)
     return found
@@ -107,14 +110,20 @@ def descendants(pid: int) -> set[int]:
 
 def alive(pid: int) -> bool:
     """Whether the process runs (a zombie has ended)."""
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "State:\tZ" not in status.read_text()
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def embedded_triton_pid(server: Server) -> int:
     """The tritonserver process that `server` started (a new one after each restart)."""
     for pid in descendants(server.process.pid):
-        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"tritonserver"):
+        try:
+            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except (FileNotFoundError, ProcessLookupError):  # a backend stub that ended since it was listed
+            continue
+        if program.endswith(b"tritonserver"):
             return pid
     raise LookupError("the server runs no embedded tritonserver")
 
