@@ -2,11 +2,20 @@
 parses, and fuzzing the server from it (schemathesis, a bounded number of cases) finds no 5xx.
 
 The fuzzer reads the document from `frontend.api.openapi` (schemathesis' lazy loading from a fixture
-does not run on pytest 9); the first test checks that the server serves exactly that document."""
+does not run on pytest 9); the first test checks that the server serves exactly that document, and
+that it is the reviewed one, `tests/e2e/snapshots/openapi.json`. A change to the API changes the
+document on purpose: review it, then rewrite the snapshot with
+
+    IMAGEGEN_UPDATE_SNAPSHOTS=1 .venv/bin/pytest tests/e2e/test_openapi.py -k snapshot
+
+and commit the snapshot's diff with the change."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import schemathesis
@@ -23,15 +32,26 @@ from tests.harness import API_KEY, Server
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 FUZZ_CASES = 15
 """Per operation: eight operations, so about 120 requests, most refused by validation."""
+SNAPSHOT = Path(__file__).parent / "snapshots" / "openapi.json"
+UPDATE_SNAPSHOTS = os.environ.get("IMAGEGEN_UPDATE_SNAPSHOTS") == "1"
 
 
-def test_the_document_is_served_without_credentials_and_its_request_schema_is_image_request(
-    guarded_server: Server,
-) -> None:
+def assert_is_the_snapshot(served: dict[str, Any], snapshot: Path) -> None:
+    """`served` equals the committed `snapshot`; with IMAGEGEN_UPDATE_SNAPSHOTS=1 it is written there first."""
+    if UPDATE_SNAPSHOTS:
+        snapshot.write_text(json.dumps(served, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    reviewed = json.loads(snapshot.read_text(encoding="utf-8"))
+    assert served == reviewed, (
+        f"the API's document changed: review it, then IMAGEGEN_UPDATE_SNAPSHOTS=1 rewrites {snapshot}"
+    )
+
+
+def test_the_document_is_served_without_credentials_and_is_the_reviewed_snapshot(guarded_server: Server) -> None:
     response = httpx.get(f"{guarded_server.root}/openapi.json")
     assert response.status_code == 200
     served = response.json()
-    assert served == document()
+    assert served == document()  # what the fuzzer below reads
+    assert_is_the_snapshot(served, SNAPSHOT)
     expected = ImageRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     assert served["components"]["schemas"]["ImageRequest"] == expected
     body = served["paths"]["/v1/images/generations"]["post"]["requestBody"]
