@@ -1,5 +1,6 @@
 """What `imagegen export --engine tensorrt` would build, checked where TensorRT cannot run: each
-component's optimisation profile and the config.pbtxt that serves its plan."""
+component's optimisation profile and the config.pbtxt that serves its plan, both against the
+exported ONNX graph TensorRT would parse (its inputs and outputs read with `onnx`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
 from google.protobuf import text_format
+from onnx import TensorProto
 from tritonclient.grpc import model_config_pb2 as pb
 
 from export.checkpoint import FAMILIES, export_checkpoint, read_model_index
@@ -20,6 +23,20 @@ from frontend.pipelines.job import MAX_SIDE, MIN_SIDE
 from frontend.pipelines.triton_models import PIPELINE_PARAMETER
 
 PIPELINES = ("flux-schnell", "sdxl")
+ONNX_TYPES = {
+    TensorProto.FLOAT: pb.TYPE_FP32,
+    TensorProto.FLOAT16: pb.TYPE_FP16,
+    TensorProto.BFLOAT16: pb.TYPE_BF16,
+    TensorProto.UINT8: pb.TYPE_UINT8,
+    TensorProto.INT32: pb.TYPE_INT32,
+    TensorProto.INT64: pb.TYPE_INT64,
+    TensorProto.BOOL: pb.TYPE_BOOL,
+    TensorProto.STRING: pb.TYPE_STRING,
+}
+"""ONNX element type -> Triton data type, written here rather than read from the exporter's table."""
+
+GraphTensor = tuple[int, tuple[int | str, ...]]
+"""A graph input's or output's (Triton data type, dims): a size, or the name of a dynamic axis."""
 
 
 Plans = dict[str, tuple[Component, PlanBuild]]
@@ -42,6 +59,26 @@ def pipeline(request: pytest.FixtureRequest, checkpoints: dict[str, Path]) -> tu
 @pytest.fixture(scope="module")
 def plans(pipeline: tuple[dict[str, Any], Plans]) -> Plans:
     return pipeline[1]
+
+
+def graph_tensors(values: Any) -> dict[str, GraphTensor]:
+    """Name -> (data type, dims) of an ONNX graph's inputs or outputs."""
+    found = {}
+    for value in values:
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim)
+        found[value.name] = (ONNX_TYPES[tensor.elem_type], dims)
+    return found
+
+
+@pytest.fixture(scope="module")
+def graphs(plans: Plans, model_repository: Path) -> dict[str, tuple[dict[str, GraphTensor], dict[str, GraphTensor]]]:
+    """Component name -> the inputs and outputs of its exported `model.onnx`, the file a plan is built from."""
+    found = {}
+    for name, (_, build) in plans.items():
+        model = onnx.load(model_repository / build.config.name / "1" / "model.onnx", load_external_data=False)
+        found[name] = (graph_tensors(model.graph.input), graph_tensors(model.graph.output))
+    return found
 
 
 def test_every_input_axis_has_a_range_fixed_axes_fixed(plans: Plans) -> None:
@@ -83,20 +120,46 @@ def test_tokens_are_the_tokenizers_padded_length_and_sides_the_models_limits(
         assert {shape[1] for shape in transformer.profile["encoder_hidden_states"]} == {encoders["text_encoder_2"]}
 
 
-def test_the_config_serves_the_plan_with_the_onnx_models_tensors(plans: Plans, tmp_path: Path) -> None:
-    for component, build in plans.values():
+def test_the_config_serves_the_plan_with_the_onnx_graphs_tensors(
+    plans: Plans, graphs: dict[str, tuple[dict[str, GraphTensor], dict[str, GraphTensor]]], tmp_path: Path
+) -> None:
+    """Each config.pbtxt tensor is a tensor of the ONNX graph with its type and per-sample dims
+    (Triton's: the batch axis left out, a dynamic axis as -1), and the graph has no other."""
+    for name, (component, build) in plans.items():
         written = write_config(tmp_path, build.config) / "config.pbtxt"
         config = text_format.Parse(written.read_text(), pb.ModelConfig())
-        onnx = onnx_model_config(config.name.split("_", 1)[0], component)
+        onnx_config = onnx_model_config(config.name.split("_", 1)[0], component)
         assert (config.platform, config.backend, config.default_model_filename) == (PLATFORM, "", PLAN_FILE)
-        assert config.name == onnx.name and config.max_batch_size == onnx.max_batch_size
-        assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [
-            (t.name, t.data_type, list(t.dims)) for t in onnx.input
-        ]
-        assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [
-            (t.name, t.data_type, list(t.dims)) for t in onnx.output
-        ]
+        assert config.name == onnx_config.name and config.max_batch_size == onnx_config.max_batch_size > 0
+        for served, graph in zip((config.input, config.output), graphs[name], strict=True):
+            assert all(isinstance(dims[0], str) for _, dims in graph.values()), (name, "a batch axis")
+            triton = {
+                t: (dtype, [d if isinstance(d, int) else -1 for d in dims[1:]]) for t, (dtype, dims) in graph.items()
+            }
+            assert {t.name: (t.data_type, list(t.dims)) for t in served} == triton, name
         assert config.HasField("dynamic_batching")
+
+
+def test_the_profile_shapes_every_graph_input_within_its_fixed_sizes(
+    plans: Plans, graphs: dict[str, tuple[dict[str, GraphTensor], dict[str, GraphTensor]]]
+) -> None:
+    """TensorRT needs a (min, opt, max) shape for every input of the graph it parses, of the input's
+    rank; a fixed graph size must be the profile's at all three corners, and inputs sharing a
+    dynamic axis must span the same sizes along it."""
+    for name, (_, build) in plans.items():
+        inputs, _ = graphs[name]
+        assert set(build.profile) == set(inputs), name
+        spans: dict[str, set[tuple[int, ...]]] = {}
+        for tensor, (_, dims) in inputs.items():
+            corners = build.profile[tensor]
+            assert all(len(corner) == len(dims) for corner in corners), (name, tensor)
+            for axis, dim in enumerate(dims):
+                span = tuple(corner[axis] for corner in corners)
+                if isinstance(dim, int):
+                    assert span == (dim, dim, dim), (name, tensor, axis)
+                else:
+                    spans.setdefault(dim, set()).add(span)
+        assert all(len(found) == 1 for found in spans.values()), (name, spans)
 
 
 def test_the_denoiser_keeps_the_pipeline_metadata(pipeline: tuple[dict[str, Any], Plans]) -> None:
