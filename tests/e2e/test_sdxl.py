@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from frontend.pipelines.sdxl import img2img_latents, img2img_start, initial_latents
-from frontend.pipelines.stages import sample_posterior
+from frontend.pipelines.noise import noise_batch, posterior_noise
+from frontend.pipelines.sdxl import initial_latents
 from tests.e2e.images import AUTH, assert_matches, png_base64, post, served_images
 from tests.harness import Server
 
@@ -64,11 +64,13 @@ def test_sdxl_img2img_matches_diffusers(server: Server, sdxl_checkpoint: Path, i
     """Served img2img against StableDiffusionXLImg2ImgPipeline given the same starting latents.
 
     diffusers samples the VAE posterior and the noise with a torch generator. Here the starting latents
-    are built from diffusers' own VAE posterior of the image (its mean and std times scaling_factor),
-    sampled with the documented `posterior_noise` and noised with `initial_noise` at the sigma of the
-    first step that `strength` keeps (`img2img_latents`). Given them as `latents=`, diffusers skips its
-    encode and add_noise and runs the kept steps with guidance and decodes. The server runs the whole
-    path, its exported VAE encoder included (compared alone in tests/export/test_sdxl.py).
+    are built as its prepare_latents builds them, from diffusers' own parts: its VAE's posterior of the
+    image (`latent_dist`) sampled with the documented `posterior_noise` (`mean + std * noise`, as
+    `retrieve_latents`), times the VAE's scaling_factor, noised by its scheduler's `add_noise` with the
+    documented `initial_noise` at the first timestep that its `get_timesteps` keeps for `strength`.
+    Given them as `latents=`, diffusers skips its encode and add_noise and runs the kept steps with
+    guidance and decodes. The server runs the whole path with its own code (`sample_posterior`,
+    `img2img_latents`, `img2img_start`) and its exported VAE encoder.
     """
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
@@ -80,10 +82,13 @@ def test_sdxl_img2img_matches_diffusers(server: Server, sdxl_checkpoint: Path, i
     pixels = pipe.image_processor.preprocess(input_image)
     with torch.no_grad():
         posterior = pipe.vae.encode(pixels).latent_dist
-    scale = pipe.vae.config.scaling_factor
-    mean, std = ((value * scale).repeat(2, 1, 1, 1).numpy() for value in (posterior.mean, posterior.std))
+    shape = tuple(posterior.mean.shape[1:])
+    sample = posterior.mean + posterior.std * torch.from_numpy(np.stack([posterior_noise(s, shape) for s in seeds]))
+    image_latents = pipe.vae.config.scaling_factor * sample
     pipe.scheduler.set_timesteps(STEPS)
-    sigma = pipe.scheduler.sigmas[img2img_start(STEPS, strength)].numpy()
+    timesteps, _ = pipe.get_timesteps(STEPS, strength, "cpu", denoising_start=None)
+    noise = torch.from_numpy(noise_batch(seeds, shape))
+    latents = pipe.scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(len(seeds)))
     reference = pipe(
         prompt=PROMPT,
         negative_prompt=NEGATIVE_PROMPT,
@@ -92,7 +97,7 @@ def test_sdxl_img2img_matches_diffusers(server: Server, sdxl_checkpoint: Path, i
         num_inference_steps=STEPS,
         guidance_scale=GUIDANCE,
         num_images_per_prompt=2,
-        latents=torch.from_numpy(img2img_latents(sample_posterior(mean, std, seeds), seeds, sigma)),
+        latents=latents,
         output_type="np",
     ).images
     assert served[0].shape == (192, 256, 3)
