@@ -21,6 +21,7 @@ Without a file, every pipeline is public under its own name and `dall-e-3` is `f
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import tomllib
@@ -210,19 +211,23 @@ class CatalogSource:
         self.triton = triton
         self.path = path
         self._defaults = CatalogConfig(aliases=dict(aliases), default_model=default_model)
-        self._mtime: float | None = None
+        self._digest: bytes | None = None
 
     async def load(self) -> Catalog:
         """Read the file (ValueError when it does not parse) and discover the pipelines."""
-        self._mtime = self._stat()  # a file that does not parse is read again once it changes again
+        # Taken before the file is parsed: a change after this point is seen by the next `changed`.
+        # A file that does not parse is read again once it changes again.
+        self._digest = self._content_digest()
         config = self._defaults if self.path is None else CatalogConfig.read(self.path)
         return await discover(self.triton, config)
 
     def changed(self) -> bool:
-        return self.path is not None and self._stat() != self._mtime
+        return self.path is not None and self._content_digest() != self._digest
 
-    def _stat(self) -> float | None:
+    def _content_digest(self) -> bytes | None:
+        """The file's content, hashed: a modification time misses a rewrite within one timestamp tick
+        (seen in CI), and the file is small enough to read at every refresh."""
         try:
-            return self.path.stat().st_mtime if self.path is not None else None
+            return hashlib.sha256(self.path.read_bytes()).digest() if self.path is not None else None
         except OSError:
             return None

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import TINY_MODELS, Server, start_server, stop_server
+from tests.harness import TINY_MODELS, Server, serving
 from tests.postgres import PostgresCluster
 
 
@@ -39,13 +40,23 @@ def model_repository(checkpoints: dict[str, Path], tmp_path_factory: pytest.Temp
 
 
 @pytest.fixture(scope="session")
+def schnell_repository(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """flux-schnell and the image-safety model alone, for servers of a test's own that need no other
+    model: Triton loads a third of the models, so they start sooner."""
+    repository = tmp_path_factory.mktemp("schnell-repository")
+    for folder in model_repository.iterdir():
+        if folder.name.startswith("flux-schnell_") or folder.name == "image_safety":
+            shutil.copytree(folder, repository / folder.name)
+    return repository
+
+
+@pytest.fixture(scope="session")
 def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # The suite sends far more requests with the operator's key than a person would; the rate-limit
     # tests use plans with limits of their own.
     unlimited = {"IMAGEGEN_REQUESTS_PER_MINUTE": "100000", "IMAGEGEN_CONCURRENT_GENERATIONS": "100"}
-    running = start_server(model_repository, tmp_path_factory.mktemp("state"), settings=unlimited)
-    yield running
-    stop_server(running)
+    with serving(model_repository, tmp_path_factory.mktemp("state"), settings=unlimited) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -56,9 +67,8 @@ def strict_server(model_repository: Path, tmp_path_factory: pytest.TempPathFacto
     policy = state / "prompt_policy.txt"
     policy.write_text("forbidden\\s+fruit\n")
     settings = {"IMAGEGEN_SAFETY_THRESHOLD": "0", "IMAGEGEN_PROMPT_POLICY": str(policy), "IMAGEGEN_SESSION_TTL": "1"}
-    running = start_server(model_repository, state, settings=settings)
-    yield running
-    stop_server(running)
+    with serving(model_repository, state, settings=settings) as running:
+        yield running
 
 
 GUARDED_SETTINGS = {
@@ -76,9 +86,8 @@ out of the way, so every 429 is the queue's."""
 @pytest.fixture(scope="session")
 def guarded_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with tight overload and input limits (GUARDED_SETTINGS)."""
-    running = start_server(model_repository, tmp_path_factory.mktemp("guarded"), settings=GUARDED_SETTINGS)
-    yield running
-    stop_server(running)
+    with serving(model_repository, tmp_path_factory.mktemp("guarded"), settings=GUARDED_SETTINGS) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -104,9 +113,11 @@ def sdxl_diffusers_pipeline(sdxl_checkpoint: Path) -> Any:
 def postgres() -> Iterator[PostgresCluster]:
     """A private PostgreSQL server for the session (tests/postgres.py)."""
     cluster = PostgresCluster()
-    cluster.start()
-    yield cluster
-    cluster.stop()
+    try:
+        cluster.start()
+        yield cluster
+    finally:  # a failed start too: its folder is removed
+        cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

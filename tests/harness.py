@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-API_KEY = "sk-test-imagegen-0123456789abcdef"
+API_KEY = "sk-test-pDqBJ8qACY6yrD4FyfcNtlHW_rf0CEVURsiCe3McDi9NWy7M"
+"""As strong as a generated key: the server refuses a weaker IMAGEGEN_API_KEY."""
 TINY_MODELS = ("flux-schnell", "flux-dev", "sdxl")
 """Built, exported and served by the session fixtures under their family name (the public model id)."""
 STARTUP_TIMEOUT = 180.0
+STOP_TIMEOUT = 60.0
+"""The frontend's shutdown grace (30 s) and Triton's stop (15 s at most), with room to spare."""
+
+T = TypeVar("T")
+
+
+def own_environment() -> dict[str, str]:
+    """The caller's environment without its `IMAGEGEN_*` settings: a store or Triton URL in the shell
+    must never be the one a test writes into."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("IMAGEGEN_")}
 
 
 def free_port() -> int:
@@ -49,7 +64,7 @@ def start_server(
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
-        **os.environ,
+        **own_environment(),
         "IMAGEGEN_HOME": str(state_dir),
         "IMAGEGEN_API_KEY": api_key,
         "IMAGEGEN_TRITON_HTTP_PORT": "0",
@@ -64,6 +79,7 @@ def start_server(
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, which stop_server can kill whole
         )
     server = Server(process, port, state_dir, log)
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -80,13 +96,116 @@ def start_server(
 
 
 def stop_server(server: Server) -> int:
+    """SIGTERM, as a user stops it; a server that has not stopped after STOP_TIMEOUT is killed with
+    everything it started (Triton and its stubs, in process groups of their own) and the stop fails."""
+    processes = descendants(server.process.pid)
     server.process.send_signal(signal.SIGTERM)
-    return server.process.wait(timeout=60)
+    try:
+        return server.process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        for pid in {server.process.pid, *processes, *descendants(server.process.pid)}:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)  # never the tests' group: each server has its own
+        server.process.wait()
+        for region in Path("/dev/shm").glob(f"triton_embedded_{server.process.pid}_*"):
+            region.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def serving(
+    repository: Path, state_dir: Path, api_key: str = API_KEY, settings: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """A server for the block, stopped however the block ends (a failed assert included)."""
+    server = start_server(repository, state_dir, api_key, settings)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            stop_server(server)
+
+
+def wait_until(check: Callable[[], T], within: float, what: str, interval: float = 0.02) -> T:
+    """Poll `check` until it returns something true, and return that: the way a test waits for a state
+    instead of sleeping for it. `within` only bounds a wait for something that never happens."""
+    deadline = time.monotonic() + within
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what}: not seen within {within} s"
+        time.sleep(interval)
+    return result
+
+
+@contextlib.contextmanager
+def triton_paused(server: Server) -> Iterator[int]:
+    """The server's Triton frozen (SIGSTOP) for the block: every call to it waits, so a generation in
+    flight stays where it is however fast the machine is. Resumed when the block ends."""
+    pid = embedded_triton_pid(server)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the test killed it
+            os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def paused_mid_flight(server: Server, progress_ids: Iterable[str]) -> Iterator[dict[str, str | None]]:
+    """Wait until one of the generations sent with these `X-Progress-Id`s has run a step and has more
+    to run, and hold them all there: Triton paused for the block, as `triton_paused`. Yields each
+    one's stage then (None: not admitted yet)."""
+    ids = list(progress_ids)
+    while True:
+        wait_until(lambda: any(_mid_denoising(progress(server, i)) for i in ids), 60, "a generation's first step")
+        with triton_paused(server):
+            states = {i: progress(server, i) for i in ids}
+            if any(_mid_denoising(state) for state in states.values()):
+                yield {i: None if state is None else state["stage"] for i, state in states.items()}
+                return
+        # It finished between the two reads (a fast machine): wait for the next one.
+
+
+def _mid_denoising(state: dict[str, Any] | None) -> bool:
+    return state is not None and state["stage"] == "generating" and 1 <= state["step"] < state["steps"]
+
+
+def progress(server: Server, progress_id: str, api_key: str = API_KEY) -> dict[str, Any] | None:
+    """How far the generation sent with `X-Progress-Id: progress_id` has got, or None before it is
+    admitted (GET /v1/images/progress/{id})."""
+    request = urllib.request.Request(
+        f"{server.base_url}/images/progress/{progress_id}", headers={"Authorization": f"Bearer {api_key}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return None
+        raise
+
+
+def load(server: Server, model: str) -> dict[str, int]:
+    """The model's generations running and queued, from /metrics: unlike /readyz, it answers while
+    Triton is down or paused."""
+    with urllib.request.urlopen(f"{server.root}/metrics", timeout=10) as response:
+        exposition = response.read().decode()
+    counts = {"running": 0, "queued": 0}
+    for metric, key in (("imagegen_running", "running"), ("imagegen_queue_depth", "queued")):
+        for line in exposition.splitlines():
+            if line.startswith(f'{metric}{{model="{model}"}} '):
+                counts[key] = int(float(line.split()[-1]))
+    return counts
+
+
+def denoised_samples(server: Server, denoiser: str) -> int:
+    """Samples the Triton model `denoiser` has run, over all its calls and versions (its inference count)."""
+    url = f"http://{embedded_triton_url(server)}/v2/models/{denoiser}/stats"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return sum(int(stats["inference_count"]) for stats in json.load(response)["model_stats"])
 
 
 def imagegen(server: Server, *args: str, stdin: str | None = None) -> str:
     """`imagegen ARGS` on the server's store, as an operator runs it beside the server; its output."""
-    env = {**os.environ, "IMAGEGEN_HOME": str(server.state_dir)}
+    env = {**own_environment(), "IMAGEGEN_HOME": str(server.state_dir)}
     command = [str(Path(sys.executable).parent / "imagegen"), *args]
     return subprocess.run(command, env=env, input=stdin, capture_output=True, text=True, check=True).stdout
 
@@ -128,8 +247,18 @@ def embedded_triton_pid(server: Server) -> int:
     raise LookupError("the server runs no embedded tritonserver")
 
 
+def embedded_triton_argument(server: Server, flag: str) -> str:
+    """The value of `--flag=value` on the command line of the tritonserver that `server` started."""
+    arguments = Path(f"/proc/{embedded_triton_pid(server)}/cmdline").read_text().split("\0")
+    return next(a for a in arguments if a.startswith(f"{flag}=")).split("=", 1)[1]
+
+
 def embedded_triton_url(server: Server) -> str:
     """host:port of the tritonserver that `server` started (its ports were chosen free)."""
-    arguments = Path(f"/proc/{embedded_triton_pid(server)}/cmdline").read_bytes().split(b"\0")
-    port = next(a for a in arguments if a.startswith(b"--http-port=")).split(b"=")[1]
-    return f"127.0.0.1:{port.decode()}"
+    return f"127.0.0.1:{embedded_triton_argument(server, '--http-port')}"
+
+
+def embedded_triton_secret(server: Server) -> str:
+    """What the embedded Triton's model control requires in `frontend.triton.SECRET_HEADER`: the secret
+    made at its start (SECURITY.md)."""
+    return embedded_triton_argument(server, "--http-restricted-api").rsplit("=", 1)[1]

@@ -12,7 +12,7 @@ import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from frontend.store.schema import Transaction, migrate
@@ -100,6 +100,8 @@ class UsageSummary:
     images: int  # images returned, by successful requests
     energy_kwh: float
     credits: float
+    errors: dict[str, int] = field(default_factory=dict)
+    """Failed requests by error code (CLIENT_4990 for clients that went away)."""
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,18 @@ class Store(ABC):
             "LEFT JOIN accounts a ON a.id = u.principal "
             f"WHERE u.created_at >= ? GROUP BY u.principal, {name} ORDER BY u.principal"
         )
-        return [UsageSummary(*row) for row in await self._transact(lambda tx: tx.fetchall(sql, (since,)))]
+        by_code = (
+            "SELECT principal, code, COUNT(*) FROM usage_ledger WHERE created_at >= ? AND status >= 400 "
+            "GROUP BY principal, code"
+        )
+
+        def work(tx: Transaction) -> list[UsageSummary]:
+            errors: dict[str, dict[str, int]] = {}
+            for principal, code, count in tx.fetchall(by_code, (since,)):
+                errors.setdefault(principal, {})[code or ""] = int(count)
+            return [UsageSummary(*row, errors=errors.get(row[0], {})) for row in tx.fetchall(sql, (since,))]
+
+        return await self._transact(work)
 
     # Model rollouts
 

@@ -3,15 +3,15 @@ the per-key rate limits. Keys and plans are made with `imagegen` beside the runn
 
 from __future__ import annotations
 
-import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.harness import API_KEY, Server, imagegen
+from tests.harness import API_KEY, Server, imagegen, progress, triton_paused, wait_until
 
 VALID: dict[str, Any] = {"prompt": "a red fox", "size": "256x256"}
 
@@ -95,13 +95,19 @@ def test_requests_beyond_the_per_minute_limit_get_429_with_retry_after(server: S
 
 
 def test_generations_beyond_the_concurrency_limit_get_429(server: Server, keys: dict[str, str]) -> None:
-    async def three_at_once() -> list[httpx.Response]:
-        headers = {"Authorization": f"Bearer {keys['single']}"}
-        async with httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=120) as http:
-            body = {"prompt": "a red fox", "size": "512x512"}
-            return await asyncio.gather(*(http.post("/images/generations", json=body) for _ in range(3)))
+    headers = {"Authorization": f"Bearer {keys['single']}"}
 
-    responses = asyncio.run(three_at_once())
-    assert sorted(response.status_code for response in responses) == [200, 429, 429]
-    refused = next(response for response in responses if response.status_code == 429)
-    assert (refused.json()["error"]["code"], refused.headers["retry-after"]) == ("RATE_4290", "1")
+    def generate(progress_id: str | None = None) -> httpx.Response:
+        named = headers if progress_id is None else {**headers, "X-Progress-Id": progress_id}
+        return httpx.post(f"{server.base_url}/images/generations", json=VALID, headers=named, timeout=120)
+
+    # Triton paused: the first generation holds the key's one place until it resumes.
+    with ThreadPoolExecutor(1) as pool, triton_paused(server):
+        first = pool.submit(generate, "holds-the-only-place")
+        wait_until(lambda: progress(server, "holds-the-only-place", keys["single"]), 60, "the first one admitted")
+        refused = [generate(), generate()]
+    assert first.result().status_code == 200
+    assert [(r.status_code, r.json()["error"]["code"], r.headers["retry-after"]) for r in refused] == [
+        (429, "RATE_4290", "1")
+    ] * 2
+    assert generate().status_code == 200, "the place is back once the first one ended"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import API_KEY, Server
+from tests.harness import API_KEY, Server, wait_until
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 BODY = {"model": "flux-schnell", "prompt": "a lantern on a pier", "width": 128, "height": 128}
@@ -62,16 +62,28 @@ def run(server: Server, count: int) -> list[int]:
     return asyncio.run(clients())
 
 
+def client_connections_closed(server: Server) -> bool:
+    """Whether the frontend has closed every connection its clients closed: none of its sockets on the
+    API port waits in CLOSE_WAIT (the tests' closed clients are then gone from its descriptors)."""
+    close_wait = "08"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if int(local.rsplit(":", 1)[1], 16) == server.port and state == close_wait:
+                return False
+    return True
+
+
 def test_soak_has_no_errors_and_leaks_nothing(server: Server) -> None:
     pid = server.process.pid
     assert set(run(server, WARM_UP)) == {200}
-    time.sleep(0.5)  # the warm-up's connections close
+    wait_until(lambda: client_connections_closed(server), 30, "the warm-up's connections closed")
     before = rss_kib(pid), open_fds(pid), shm_regions(pid)
 
     started = time.monotonic()
     statuses = run(server, REQUESTS)
     seconds = time.monotonic() - started
-    time.sleep(0.5)  # the clients' connections close
+    wait_until(lambda: client_connections_closed(server), 30, "the soak's connections closed")
     after = rss_kib(pid), open_fds(pid), shm_regions(pid)
 
     print(

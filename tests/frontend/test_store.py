@@ -122,4 +122,6 @@ def test_usage_is_summarised_per_key(store: Store) -> None:
     )
     assert summary.energy_kwh == pytest.approx(3e-6)
     assert summary.credits == 0.5
-    assert asyncio.run(store.usage_summary(since=25.0))[0].requests == 1
+    assert summary.errors == {"INFERENCE_3208": 1, "VALIDATION_4002": 1}
+    [recent] = asyncio.run(store.usage_summary(since=25.0))
+    assert (recent.requests, recent.errors) == (1, {"VALIDATION_4002": 1})
