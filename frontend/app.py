@@ -117,7 +117,7 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        triton = app.state.triton = TritonClient(triton_url, settings.triton_timeout)
+        triton = app.state.triton = TritonClient(triton_url, settings.triton_timeout, settings.triton_secret)
         try:
             source = app.state.catalog_source = CatalogSource(
                 triton, settings.catalog, settings.aliases, settings.default_model

@@ -171,6 +171,7 @@ def serve_command(args: argparse.Namespace) -> None:
                 else (),
             )
             triton_url = stack.enter_context(triton).url
+            settings = replace(settings, triton_secret=triton.secret)
         app = create_app(settings, store, triton_url)
         # A key the operator set (IMAGEGEN_API_KEY) is theirs already and stays out of the logs.
         shown = "from IMAGEGEN_API_KEY" if settings.api_key else api_key

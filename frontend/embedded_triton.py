@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -28,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from frontend.triton import SECRET_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,15 @@ _ERROR_LINE = re.compile(r"^(E\d|\[libprotobuf ERROR|error: )")
 _HARMLESS = ("CudaDriverHelper", "NVML", "DCGM")
 _TRACES_PER_FILE = 100
 """Triton keeps traces in memory and writes them in files of this many (the rest when it stops)."""
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+"""Triton's HTTP APIs that need the secret header: those that load or unload models (a load may send
+the model's files, code included), map shared memory, or point Triton's trace and log files
+anywhere. Health, metadata, configs, statistics and inference stay open to whoever reaches the port."""
+
+
+def restricted_api_arg(secret: str) -> str:
+    """The flag (tritonserver 2.51+) making RESTRICTED_APIS answer 403 without `SECRET_HEADER: secret`."""
+    return f"--http-restricted-api={','.join(RESTRICTED_APIS)}:{SECRET_HEADER}={secret}"
 
 
 def trace_args(trace_file: Path, rate: int) -> list[str]:
@@ -115,8 +127,9 @@ class EmbeddedTriton:
     restarts it (with backoff) if it dies while it should run.
 
     Ports given as 0 are replaced by free ones; ``grpc_port``/``metrics_port`` of None disable those
-    endpoints. ``state_dir`` holds the assembled backend folder and ``triton.log``; two running
-    servers must not share it.
+    endpoints. Each start() makes a new ``secret``: without it in ``SECRET_HEADER``, another local
+    user cannot load, unload or replace models through the port (RESTRICTED_APIS). ``state_dir``
+    holds the assembled backend folder and ``triton.log``; two running servers must not share it.
     """
 
     def __init__(
@@ -135,6 +148,7 @@ class EmbeddedTriton:
         self.grpc_port = None if grpc_port is None else grpc_port or _free_port()
         self.extra_args = tuple(extra_args)
         self.log_path = self.state_dir / "triton.log"
+        self.secret = ""
         # Unique per instance, so stop() removes exactly this server's regions.
         self._shm_prefix = f"triton_embedded_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self._process: subprocess.Popen[bytes] | None = None
@@ -156,6 +170,7 @@ class EmbeddedTriton:
         if not self.model_repository.is_dir():
             raise EmbeddedTritonError(f"model repository not found: {self.model_repository}")
         self._ready_timeout = ready_timeout
+        self.secret = secrets.token_urlsafe(32)
         self._stopping.clear()
         self._launch()
         self._supervisor = threading.Thread(target=self._supervise, name="triton-supervisor", daemon=True)
@@ -186,6 +201,7 @@ class EmbeddedTriton:
             "--http-address=127.0.0.1",
             f"--http-port={self.http_port}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            restricted_api_arg(self.secret),
         ]
         if self.grpc_port is None:
             command.append("--allow-grpc=false")
@@ -334,7 +350,9 @@ class EmbeddedTriton:
             with urllib.request.urlopen(f"{base}/health/ready", timeout=1.0) as response:
                 if response.status != 200:
                     return False
-            request = urllib.request.Request(f"{base}/repository/index", data=b"{}", method="POST")
+            request = urllib.request.Request(
+                f"{base}/repository/index", data=b"{}", headers={SECRET_HEADER: self.secret}, method="POST"
+            )
             with urllib.request.urlopen(request, timeout=1.0) as response:
                 models = json.load(response)
         except (OSError, ValueError):  # not listening yet, 503 (an HTTPError), a partial answer

@@ -19,6 +19,9 @@ class Settings:
     folder and log."""
     triton_url: str | None = None
     """host:port of an external Triton's HTTP endpoint; None starts the embedded one."""
+    triton_secret: str | None = None
+    """What an external Triton's restricted APIs (model load and unload...) require in the
+    `imagegen-triton-secret` header (docker-compose.yml); the embedded Triton makes its own per start."""
     triton_http_port: int = 8001
     triton_metrics_port: int = 8002
     """Ports of the embedded Triton; 0 picks free ones."""
@@ -76,6 +79,7 @@ class Settings:
             model_repository=Path(env.get("IMAGEGEN_MODEL_REPOSITORY", cls.model_repository)),
             state_dir=Path(env.get("IMAGEGEN_HOME", cls.state_dir)),
             triton_url=env.get("IMAGEGEN_TRITON_URL") or None,
+            triton_secret=env.get("IMAGEGEN_TRITON_SECRET") or None,
             triton_http_port=int(env.get("IMAGEGEN_TRITON_HTTP_PORT", cls.triton_http_port)),
             triton_metrics_port=int(env.get("IMAGEGEN_TRITON_METRICS_PORT", cls.triton_metrics_port)),
             triton_trace_file=Path(env["IMAGEGEN_TRITON_TRACE_FILE"])

@@ -1,10 +1,15 @@
-"""The one place that speaks to Triton (`tritonclient.http.aio`), turning its failures into API errors."""
+"""The one place that speaks to Triton (`tritonclient.http.aio`), turning its failures into API errors.
+
+What Triton or the connection says goes to the log (with the request id, logs.py), never to the
+client: it names internal models, addresses and files. Clients get a generic message and the code.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import json
+import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -20,11 +25,21 @@ from frontend.api.request_ids import current_request_id
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 IDENTITY = {"Accept-Encoding": "identity"}
 """aiohttp asks for gzip by default and Triton then compresses every tensor: a 1 MB output took
 69 ms instead of 5 ms here."""
+SECRET_HEADER = "imagegen-triton-secret"
+"""The header Triton's restricted APIs (model load and unload, shared memory, trace and log settings)
+require: `IMAGEGEN_TRITON_SECRET` in docker-compose.yml, a new random one per embedded Triton start."""
 PROBE_TIMEOUT_S = 2.0
 """Readiness questions are cheap; a Triton that takes longer to answer one is not ready."""
+UNREACHABLE = "The inference server cannot be reached; retry later."
+NOT_AVAILABLE = "The model is not available on the inference server right now; retry later."
+FAILED = "The inference server failed to process the request."
+UNLISTED = "The inference server did not list its models; retry later."
+"""What clients are told instead of Triton's own words (those go to the log)."""
 
 
 class TritonClient:
@@ -36,10 +51,11 @@ class TritonClient:
     again without a new client.
     """
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, timeout: float = 60.0, secret: str | None = None) -> None:
         self.url = url
         self.timeout = timeout
         self._client = InferenceServerClient(url, conn_timeout=timeout)
+        self._headers = {**IDENTITY, SECRET_HEADER: secret} if secret else IDENTITY
         self.model_version = ""
         """The version every `infer` names; "" lets Triton choose. See `at_version`."""
 
@@ -72,7 +88,7 @@ class TritonClient:
                     outputs=wanted,
                     # The API request's id: Triton's trace records it, so one generation's calls are found.
                     request_id=current_request_id(),
-                    headers=IDENTITY,
+                    headers=self._headers,
                 )
             )
         except InferenceServerException as exc:
@@ -82,7 +98,7 @@ class TritonClient:
         return {name: result.as_numpy(name) for name in outputs}
 
     async def model_ready(self, model: str) -> bool:
-        return bool(await self._call(self._client.is_model_ready(model, headers=IDENTITY), PROBE_TIMEOUT_S))
+        return bool(await self._call(self._client.is_model_ready(model, headers=self._headers), PROBE_TIMEOUT_S))
 
     async def ready(self) -> bool:
         """Whether Triton answers and every model in its repository has a ready version (what `/readyz` asks)."""
@@ -99,9 +115,11 @@ class TritonClient:
         """Config of every ready model in the repository, by model name."""
         ready = [entry["name"] for entry in await self._repository_index() if entry.get("state") == "READY"]
         try:
-            return {name: await self._call(self._client.get_model_config(name, headers=IDENTITY)) for name in ready}
+            return {
+                name: await self._call(self._client.get_model_config(name, headers=self._headers)) for name in ready
+            }
         except InferenceServerException as exc:
-            raise InferenceUnavailable(f"Triton did not list its models: {exc.message()}") from None
+            raise _unlisted(exc) from None
 
     async def ready_versions(self) -> dict[str, set[int]]:
         """The versions of each model that are loaded and ready."""
@@ -115,9 +133,9 @@ class TritonClient:
         """Have Triton serve exactly `versions` of `model` (explicit model control): a load with the
         model's config, its version policy replaced, loads the new ones and unloads the others."""
         try:
-            config = await self._call(self._client.get_model_config(model, headers=IDENTITY))
+            config = await self._call(self._client.get_model_config(model, headers=self._headers))
             config["version_policy"] = {"specific": {"versions": sorted(versions)}}
-            await self._call(self._client.load_model(model, headers=IDENTITY, config=json.dumps(config)))
+            await self._call(self._client.load_model(model, headers=self._headers, config=json.dumps(config)))
         except InferenceServerException as exc:
             raise _as_api_error(model, exc) from None
 
@@ -125,10 +143,10 @@ class TritonClient:
         """Every model version in Triton's repository and its state."""
         try:
             index: list[dict[str, Any]] = await self._call(
-                self._client.get_model_repository_index(headers=IDENTITY), timeout
+                self._client.get_model_repository_index(headers=self._headers), timeout
             )
         except InferenceServerException as exc:
-            raise InferenceUnavailable(f"Triton did not list its models: {exc.message()}") from None
+            raise _unlisted(exc) from None
         return index
 
     async def _call(self, call: Awaitable[T], timeout: float | None = None) -> T:
@@ -140,7 +158,8 @@ class TritonClient:
         except TimeoutError:
             raise InferenceUnavailable(f"The inference server did not answer within {seconds:g} s.") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise InferenceUnavailable(f"The inference server cannot be reached: {exc}") from None
+            log.warning("Triton at %s cannot be reached: %s", self.url, exc)
+            raise InferenceUnavailable(UNREACHABLE) from None
 
 
 class InferenceClock:
@@ -150,8 +169,20 @@ class InferenceClock:
         self.seconds = 0.0
 
 
-def _as_api_error(model: str, exc: InferenceServerException) -> InferenceFailed | InferenceUnavailable:
+def _logged(subject: str, exc: InferenceServerException) -> str:
+    """Triton's answer, written to the log in full (the client's error stays generic)."""
     message = exc.message() or str(exc)
+    log.warning("Triton failed on %s (HTTP %s): %s", subject, exc.status(), message)
+    return message
+
+
+def _unlisted(exc: InferenceServerException) -> InferenceUnavailable:
+    _logged("its model index", exc)
+    return InferenceUnavailable(UNLISTED)
+
+
+def _as_api_error(model: str, exc: InferenceServerException) -> InferenceFailed | InferenceUnavailable:
+    message = _logged(model, exc)
     if "unknown model" in message.lower() or "is not ready" in message:
-        return InferenceUnavailable(f"Model {model} is not available in Triton: {message}")
-    return InferenceFailed(f"Triton failed on {model}: {message}")
+        return InferenceUnavailable(NOT_AVAILABLE)
+    return InferenceFailed(FAILED)

@@ -26,8 +26,18 @@ import pytest
 import torch
 
 from frontend.pipelines.flux import initial_latents
+from frontend.triton import SECRET_HEADER
 from tests.e2e.images import AUTH, assert_matches, decode, post
-from tests.harness import API_KEY, Server, embedded_triton_pid, embedded_triton_url, imagegen, start_server, stop_server
+from tests.harness import (
+    API_KEY,
+    Server,
+    embedded_triton_pid,
+    embedded_triton_secret,
+    embedded_triton_url,
+    imagegen,
+    start_server,
+    stop_server,
+)
 
 MODEL = "flux-schnell"
 PROMPT = "A lighthouse on a basalt cliff in a storm"
@@ -98,7 +108,8 @@ def admin(server: Server, *args: str) -> str:
 
 def loaded_versions(server: Server) -> set[int]:
     """Versions of the pipeline's denoiser loaded in the embedded Triton."""
-    index = httpx.post(f"http://{embedded_triton_url(server)}/v2/repository/index", json={}).json()
+    url = f"http://{embedded_triton_url(server)}/v2/repository/index"
+    index = httpx.post(url, json={}, headers={SECRET_HEADER: embedded_triton_secret(server)}).json()
     return {int(e["version"]) for e in index if e["name"] == f"{MODEL}_transformer" and e["state"] == "READY"}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import Server, embedded_triton_url, imagegen, start_server, stop_server
+from tests.harness import Server, embedded_triton_secret, embedded_triton_url, imagegen, start_server, stop_server
 from tests.postgres import PostgresCluster
 
 USERNAME, PASSWORD = "alice", "correct horse battery"
@@ -34,7 +34,11 @@ def replicas(
         second = start_server(
             model_repository,
             tmp_path_factory.mktemp("replica_b"),
-            settings={**shared, "IMAGEGEN_TRITON_URL": embedded_triton_url(first)},
+            settings={
+                **shared,
+                "IMAGEGEN_TRITON_URL": embedded_triton_url(first),
+                "IMAGEGEN_TRITON_SECRET": embedded_triton_secret(first),
+            },
         )
         yield [first, second]
         stop_server(second)

@@ -15,7 +15,7 @@ from frontend.api.errors import InferenceUnavailable
 from frontend.pipelines.flux import FluxPipeline
 from frontend.pipelines.prompt_cache import PromptCache
 from frontend.triton import InferenceClock, TritonClient
-from tests.harness import Server, embedded_triton_url
+from tests.harness import Server, embedded_triton_secret, embedded_triton_url
 
 ENCODERS = ("flux-schnell_text_encoder", "flux-schnell_text_encoder_2")
 
@@ -29,8 +29,8 @@ def encoder_inferences(url: str) -> dict[str, int]:
     }
 
 
-async def flux_schnell(url: str) -> tuple[TritonClient, FluxPipeline]:
-    triton = TritonClient(url)
+async def flux_schnell(url: str, secret: str) -> tuple[TritonClient, FluxPipeline]:
+    triton = TritonClient(url, secret=secret)
     config = (await triton.model_configs())["flux-schnell_transformer"]
     metadata = json.loads(config["parameters"]["imagegen.pipeline"]["string_value"])
     return triton, FluxPipeline.from_metadata("flux-schnell", metadata, triton)
@@ -40,7 +40,7 @@ def test_same_prompt_and_version_encodes_once_and_another_version_misses(server:
     url = embedded_triton_url(server)
 
     async def scenario() -> None:
-        triton, pipeline = await flux_schnell(url)
+        triton, pipeline = await flux_schnell(url, embedded_triton_secret(server))
         pinned = dataclasses.replace(pipeline, triton=triton.at_version(1))
         try:
             before = encoder_inferences(url)
