@@ -86,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--model-repository", type=Path)
     serve.add_argument("--triton-url", help="host:port of a running Triton's HTTP endpoint")
+    serve.add_argument(
+        "--forwarded-allow-ips", help="the proxies (addresses or networks) whose X-Forwarded-* headers are believed"
+    )
 
     args = parser.parse_args(argv)
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
@@ -150,6 +153,7 @@ def serve_command(args: argparse.Namespace) -> None:
         "port": args.port,
         "model_repository": args.model_repository,
         "triton_url": args.triton_url,
+        "forwarded_allow_ips": args.forwarded_allow_ips,
     }
     settings = replace(settings, **{key: value for key, value in overrides.items() if value is not None})
     api_key = settings.api_key or kept_secret(settings.state_dir / "api_key", new_secret)
@@ -185,6 +189,9 @@ def serve_command(args: argparse.Namespace) -> None:
             log_level="info",
             access_log=False,  # RequestIds writes the access line, with the request id
             log_config=None,  # its loggers go through configure_logging's handler
+            # The scheme (so a session cookie is Secure behind a TLS gateway) and the client address
+            # come from X-Forwarded-* only when these proxies send them.
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             timeout_graceful_shutdown=settings.shutdown_grace,
         )
 

@@ -32,6 +32,9 @@ class Settings:
     """Trace one inference request in this many."""
     metrics_port: int | None = None
     """`/metrics` on a port of its own (on `host`); None: on the API's port."""
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Comma-separated addresses (or networks) of the proxies whose `X-Forwarded-Proto` and
+    `X-Forwarded-For` are believed: the compose gateway's address. uvicorn's default: a proxy on this host."""
     log_format: str = "text"
     """`json` (one object per line, for log collectors) or `text`."""
     api_key: str | None = None
@@ -87,6 +90,7 @@ class Settings:
             else None,
             triton_trace_rate=int(env.get("IMAGEGEN_TRITON_TRACE_RATE", cls.triton_trace_rate)),
             metrics_port=int(env["IMAGEGEN_METRICS_PORT"]) if env.get("IMAGEGEN_METRICS_PORT") else None,
+            forwarded_allow_ips=env.get("IMAGEGEN_FORWARDED_ALLOW_IPS", cls.forwarded_allow_ips),
             log_format=env.get("IMAGEGEN_LOG_FORMAT", cls.log_format),
             api_key=env.get("IMAGEGEN_API_KEY") or None,
             catalog=Path(env["IMAGEGEN_CATALOG"]) if env.get("IMAGEGEN_CATALOG") else None,

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from export.tensorrt import PLAN_FILE, PLATFORM, tensorrt_config
+from frontend.embedded_triton import RESTRICTED_APIS
+from frontend.triton import SECRET_HEADER
+from tests.harness import Server, imagegen, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(ROOT.glob("model_repository/*/config.pbtxt"))
@@ -110,19 +115,113 @@ def test_the_frontend_image_installs_the_postgres_driver() -> None:
     assert re.search(r'^RUN pip install .*"\.\[postgres\]"', dockerfile(services()["frontend"]), re.M)
 
 
+def gateway_config() -> str:
+    host_config, mount = services()["gateway"]["volumes"][0].removesuffix(":ro").split(":")
+    assert mount == "/etc/nginx/conf.d/default.conf"
+    return (ROOT / host_config).read_text()
+
+
+def nginx_servers(config: str) -> dict[str, str]:
+    """Each top-level `server { ... }` block of an nginx config (its closing brace in column 0), by its
+    `listen` line's arguments."""
+    servers = {}
+    for block in re.findall(r"^server \{$(.*?)^\}$", config, re.M | re.S):
+        listen = re.search(r"^\s*listen ([^;]+);", block, re.M)
+        assert listen is not None
+        servers[listen.group(1)] = block
+    return servers
+
+
 def test_one_address_balances_the_frontend_replicas() -> None:
     found = services()
-    gateway = found["gateway"]
+    gateway, config = found["gateway"], gateway_config()
     assert re.fullmatch(r"nginx:[\d.]+-alpine", gateway["image"])
-    host_config, mount = gateway["volumes"][0].removesuffix(":ro").split(":")
-    config = (ROOT / host_config).read_text()
     frontend_port = found["frontend"]["expose"][0]
     assert re.search(rf"^\s*server frontend:{frontend_port}\b", config, re.M)
-    assert re.search(r"^\s*proxy_pass http://frontends;", config, re.M)
-    listen = re.search(r"^\s*listen (\d+);", config, re.M)
-    assert listen is not None and gateway["ports"] == [f"8000:{listen.group(1)}"]
-    assert mount == "/etc/nginx/conf.d/default.conf"
+    assert re.search(r"^\s*proxy_pass http://frontends;", nginx_servers(config)["443 ssl"], re.M)
     assert gateway["depends_on"]["frontend"]["condition"] == "service_healthy"
+
+
+def test_the_gateway_serves_tls_from_the_operators_certificate_redirects_http_and_sends_hsts() -> None:
+    gateway = services()["gateway"]
+    servers = nginx_servers(gateway_config())
+    assert set(servers) == {"80", "443 ssl"} and sorted(gateway["ports"]) == ["443:443", "80:80"]
+    # Certificate and key: files named by the environment, mounted where the TLS server reads them.
+    mounted = {target: source for source, target in (v.removesuffix(":ro").rsplit(":", 1) for v in gateway["volumes"])}
+    for directive, variable in (("ssl_certificate", "TLS_CERTIFICATE"), ("ssl_certificate_key", "TLS_CERTIFICATE_KEY")):
+        path = re.search(rf"^\s*{directive} (\S+);", servers["443 ssl"], re.M)
+        assert path is not None and mounted[path.group(1)].startswith(f"${{{variable}:?")
+    hsts = re.search(r'^\s*add_header Strict-Transport-Security "max-age=(\d+)[^"]*" always;', servers["443 ssl"], re.M)
+    assert hsts is not None and int(hsts.group(1)) >= 365 * 24 * 3600
+    assert re.search(r"^\s*proxy_set_header X-Forwarded-Proto \$scheme;", servers["443 ssl"], re.M)
+    # Plain HTTP: every path redirects to HTTPS, but the health check the container runs on itself.
+    assert re.search(r"location / \{\s*return 301 https://\$host\$request_uri;\s*\}", servers["80"])
+    health = re.search(r"location = /healthz \{([^}]*)\}", servers["80"])
+    assert health is not None and re.findall(r"(allow|deny) (\S+);", health.group(1)) == [
+        ("allow", "127.0.0.1"),
+        ("deny", "all"),
+    ]
+    assert gateway["healthcheck"]["test"][-1] == "http://127.0.0.1/healthz"
+
+
+def test_frontends_believe_forwarded_headers_from_the_gateway_alone() -> None:
+    found = services()
+    frontends_network = found["gateway"]["networks"]["frontends"]
+    assert found["frontend"]["environment"]["IMAGEGEN_FORWARDED_ALLOW_IPS"] == frontends_network["ipv4_address"]
+    # The client's address is the one the gateway saw, never one the client wrote.
+    assert re.search(r"^\s*proxy_set_header X-Forwarded-For \$remote_addr;", gateway_config(), re.M)
+
+
+def test_triton_model_control_needs_the_frontends_secret_grpc_is_off_and_only_frontends_reach_it() -> None:
+    compose_file = compose()
+    found = compose_file["services"]
+    command = found["triton"]["command"]
+    assert "--allow-grpc=false" in command
+    restricted = next(arg for arg in command if arg.startswith("--http-restricted-api="))
+    apis, header = restricted.removeprefix("--http-restricted-api=").split(":", 1)
+    assert set(apis.split(",")) == set(RESTRICTED_APIS)
+    secret = found["frontend"]["environment"]["IMAGEGEN_TRITON_SECRET"]
+    assert header == f"{SECRET_HEADER}={secret}" and secret.startswith("${IMAGEGEN_TRITON_SECRET:?")
+    # Triton and PostgreSQL only on internal networks that hold nothing but them and the frontends.
+    for name in ("triton", "postgres"):
+        assert "ports" not in found[name]
+        for network in found[name]["networks"]:
+            assert compose_file["networks"][network]["internal"] is True
+            members = {other for other, service in found.items() if network in service.get("networks", ())}
+            assert members <= {"triton", "postgres", "frontend"}, f"{network} holds {members}"
+
+
+@pytest.fixture(scope="module")
+def behind_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real frontend whose gateway is 127.0.0.2 (compose's address cannot be reached here), serving
+    only the image-safety model (no pipeline is needed to sign in), with an account to sign in as."""
+    from export.safety import export_safety_model
+
+    repository = tmp_path_factory.mktemp("safety-only")
+    export_safety_model(repository)
+    settings = {"IMAGEGEN_FORWARDED_ALLOW_IPS": "127.0.0.2"}
+    with serving(repository, tmp_path_factory.mktemp("behind-gateway"), settings=settings) as server:
+        imagegen(server, "accounts", "create", "alice", "--plan", "studio", "--password-stdin", stdin=PASSWORD)
+        yield server
+
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.mark.parametrize(("source", "secure"), [("127.0.0.2", True), ("127.0.0.1", False)])
+def test_the_session_cookie_is_secure_when_the_gateway_says_https_and_only_then(
+    behind_gateway: Server, source: str, secure: bool
+) -> None:
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source)) as client:
+        response = client.post(
+            f"{behind_gateway.base_url}/auth/login",
+            json={"username": "alice", "password": PASSWORD},
+            headers={"X-Forwarded-Proto": "https"},
+            timeout=30,
+        )
+    assert response.status_code == 200, response.text
+    cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("imagegen_session="))
+    assert ("secure" in {part.strip().lower() for part in cookie.split(";")}) == secure
 
 
 @pytest.mark.parametrize("name", LONG_RUNNING)
