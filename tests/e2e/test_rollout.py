@@ -5,6 +5,8 @@ restart that must come back on the routed version.
 The server runs on a copy of the session's flux-schnell models (never the shared folder), and
 version 2 is the tiny checkpoint built with another seed: other weights, so images tell the
 versions apart, and diffusers with that checkpoint is the oracle of what version 2 must serve.
+Each test starts from the same routing (`rollout_server`), whichever test ran before it and
+however that one ended.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,8 +36,8 @@ from tests.harness import (
     embedded_triton_secret,
     embedded_triton_url,
     imagegen,
-    start_server,
-    stop_server,
+    serving,
+    wait_until,
 )
 
 MODEL = "flux-schnell"
@@ -58,7 +59,7 @@ def version_2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rollout_server(
+def started_rollout_server(
     model_repository: Path, version_2_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """A server on a copy of flux-schnell version 1; version 2 is then exported beside it while it
@@ -70,10 +71,42 @@ def rollout_server(
         if folder.name.startswith(f"{MODEL}_") or folder.name == "image_safety":
             shutil.copytree(folder, repository / folder.name)
     unlimited = {"IMAGEGEN_REQUESTS_PER_MINUTE": "100000", "IMAGEGEN_CONCURRENT_GENERATIONS": "100"}
-    server = start_server(repository, tmp_path_factory.mktemp("rollout-state"), settings=unlimited)
-    export_checkpoint(version_2_checkpoint, MODEL, repository, version=2)
-    yield server
-    stop_server(server)
+    with serving(repository, tmp_path_factory.mktemp("rollout-state"), settings=unlimited) as server:
+        export_checkpoint(version_2_checkpoint, MODEL, repository, version=2)
+        yield server
+
+
+@pytest.fixture
+def rollout_server(started_rollout_server: Server) -> Server:
+    """The server as each test starts with it, whatever the test before left: version 1 serves every
+    request and is the only version loaded; version 2 is exported beside it."""
+    server = started_rollout_server
+    wait_until(lambda: ready(server), 120, "the server ready")  # after a test that killed Triton
+    route = followed_route(server)
+    if route["canary_version"] is not None:
+        admin(server, "rollback", MODEL)  # ends the canary, keeps the stable version
+    if route["stable_version"] != 1:
+        admin(server, "rollout", MODEL, "--version", "1")
+    if loaded_versions(server) != {1}:
+        # A restarted Triton loads version 2, the latest on disk, beside the routed 1: only a switch
+        # unloads what its route does not serve.
+        admin(server, "rollout", MODEL, "--version", "2")
+        admin(server, "rollout", MODEL, "--version", "1")
+    route = followed_route(server)
+    assert (route["stable_version"], route["canary_version"], loaded_versions(server)) == (1, None, {1})
+    return server
+
+
+@pytest.fixture
+def routed_rollout_server(rollout_server: Server) -> Server:
+    """As `rollout_server`, with version 1 written in the store's routing table by a switch: until
+    then a server follows the version it found loaded, and a restarted Triton loads version 2."""
+    if followed_route(rollout_server)["generation"] == 0:
+        admin(rollout_server, "rollout", MODEL, "--version", "2")
+        admin(rollout_server, "rollback", MODEL)
+    route = followed_route(rollout_server)
+    assert (route["stable_version"], route["canary_version"], route["generation"] > 0) == (1, None, True)
+    return rollout_server
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +137,20 @@ def generate(server: Server) -> tuple[httpx.Response, str]:
 
 def admin(server: Server, *args: str) -> str:
     return imagegen(server, *args, "--url", server.root, "--key", API_KEY)
+
+
+def followed_route(server: Server) -> dict[str, Any]:
+    """The pipeline's route (stable and canary version, generation: 0 before any switch), as the
+    server's frontend follows it (`GET /v1/admin/status`)."""
+    response = httpx.get(f"{server.base_url}/admin/status", headers=AUTH, timeout=60)
+    assert response.status_code == 200, response.text
+    (frontend,) = response.json()["frontends"]
+    route: dict[str, Any] = frontend["serving"][MODEL]
+    return route
+
+
+def ready(server: Server) -> bool:
+    return httpx.get(f"{server.root}/readyz", timeout=60).status_code == 200
 
 
 def loaded_versions(server: Server) -> set[int]:
@@ -212,21 +259,25 @@ def test_a_canary_serves_its_share_of_users_each_from_one_version_until_promoted
     assert generate(rollout_server)[1] == "1"
 
 
-def test_a_restarted_triton_is_brought_back_to_the_routed_version(rollout_server: Server) -> None:
-    # After the rollback above, version 1 is routed while version 2 is the latest on disk: the
-    # version a restarted Triton loads by itself.
-    before, _ = generate(rollout_server)
-    os.kill(embedded_triton_pid(rollout_server), signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while (response := post(rollout_server, {**SMALL, "seed": SEED})).status_code != 200:
-        assert response.status_code == 503, response.text
-        assert time.monotonic() < deadline, "the server did not serve again within 60 s"
-        time.sleep(0.2)
+def test_a_restarted_triton_is_brought_back_to_the_routed_version(routed_rollout_server: Server) -> None:
+    # Version 1 is routed while version 2 is the latest on disk: the version a restarted Triton
+    # loads by itself.
+    before, _ = generate(routed_rollout_server)
+    os.kill(embedded_triton_pid(routed_rollout_server), signal.SIGKILL)
+
+    def served() -> httpx.Response | None:
+        response = post(routed_rollout_server, {**SMALL, "seed": SEED})
+        assert response.status_code in (200, 503), response.text
+        return response if response.status_code == 200 else None
+
+    response = wait_until(served, 60, "the server serving again", interval=0.2)
     assert response.headers["X-Model-Version"] == "1"
     assert response.json()["data"] == before.json()["data"]
 
 
-def test_a_version_that_was_never_exported_is_refused_and_the_stable_one_serves_on(rollout_server: Server) -> None:
+def test_a_version_that_was_never_exported_is_refused_and_the_stable_one_serves_on(
+    rollout_server: Server,
+) -> None:
     response = httpx.post(
         f"{rollout_server.base_url}/admin/models/{MODEL}/rollout", json={"version": 7}, headers=AUTH, timeout=120
     )
