@@ -1,4 +1,5 @@
-"""`imagegen keys|plans|accounts|usage`: the operator's commands on the store, safe while serving."""
+"""`imagegen keys|plans|usage`: the operator's commands on the store, safe while serving (`accounts`:
+account_commands.py)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,18 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
-import getpass
 import json
-import secrets
-import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from frontend.auth.keys import create_key
-from frontend.auth.passwords import hash_password
-from frontend.auth.scopes import ADMIN_MODELS, BENEFITS, SCOPES, parse_names
+from frontend.auth.scopes import BENEFITS, SCOPES, parse_names
 from frontend.settings import Settings
 from frontend.store import connect
-from frontend.store.repository import Account, Plan, Price, Store
+from frontend.store.repository import Plan, Price, Store
 
-COMMANDS = ("keys", "plans", "accounts", "usage")
-MIN_PASSWORD_LENGTH = 8
+COMMANDS = ("keys", "plans", "usage")
 ALL_SCOPES = ",".join(sorted(SCOPES))
-PERSON_SCOPES = ",".join(sorted(SCOPES - {ADMIN_MODELS}))
-"""An account's default: a person signing in to the Studio does not roll out models."""
 
 
 def add_commands(commands: Any) -> None:
@@ -54,18 +47,6 @@ def add_commands(commands: Any) -> None:
     price.add_argument("--model", default="*", help="a pipeline name; * (the default) for every other model")
     price.add_argument("--per-image", type=float, default=0.0)
     price.add_argument("--per-megapixel-step", type=float, default=0.0)
-
-    accounts = commands.add_parser("accounts", help="browser sign-in accounts").add_subparsers(
-        dest="action", required=True
-    )
-    account = accounts.add_parser("create", help="add an account; asks for its password")
-    account.add_argument("username")
-    account.add_argument("--plan", required=True)
-    account.add_argument(
-        "--scopes", default=PERSON_SCOPES, help=f"comma-separated, of: {ALL_SCOPES} (default: {PERSON_SCOPES})"
-    )
-    account.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    accounts.add_parser("list")
 
     usage = commands.add_parser("usage", help="the usage ledger, summarised per key or account")
     usage.add_argument("--since", type=datetime.date.fromisoformat, help="YYYY-MM-DD (UTC); default: everything")
@@ -142,30 +123,6 @@ async def plans_price(store: Store, args: argparse.Namespace) -> None:
     print(f"Set the price of {args.model} on {args.name}.")
 
 
-async def accounts_create(store: Store, args: argparse.Namespace) -> None:
-    scopes = parse_names(args.scopes, SCOPES, "scopes")
-    await store.plan(args.plan)
-    password = _read_password(args.password_stdin)
-    account = Account(
-        id=f"acct_{secrets.token_hex(6)}",
-        username=args.username,
-        password_hash=await asyncio.to_thread(hash_password, password),
-        scopes=scopes,
-        plan=args.plan,
-        created_at=time.time(),
-    )
-    await store.add_account(account)
-    print(f"Created account {account.username} ({account.id}, plan {account.plan}).")
-
-
-async def accounts_list(store: Store, args: argparse.Namespace) -> None:
-    rows = [
-        [account.id, account.username, account.plan, ",".join(sorted(account.scopes)), format_date(account.created_at)]
-        for account in await store.accounts()
-    ]
-    print_table(["ID", "USERNAME", "PLAN", "SCOPES", "CREATED"], rows)
-
-
 async def usage_report(store: Store, args: argparse.Namespace) -> None:
     since = datetime.datetime.combine(args.since, datetime.time(), datetime.UTC).timestamp() if args.since else 0.0
     summaries = await store.usage_summary(since)
@@ -187,22 +144,8 @@ HANDLERS: dict[str, Callable[[Store, argparse.Namespace], Awaitable[None]]] = {
     "plans list": plans_list,
     "plans create": plans_create,
     "plans price": plans_price,
-    "accounts create": accounts_create,
-    "accounts list": accounts_list,
     "usage": usage_report,
 }
-
-
-def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            raise ValueError("the passwords differ")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"a password must be at least {MIN_PASSWORD_LENGTH} characters long")
-    return password
 
 
 def format_date(timestamp: float) -> str:

@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from frontend import adapter_commands, admin, admin_client
-from frontend.auth.keys import ensure_operator_key, find_key, new_secret
-from frontend.auth.local_secrets import kept_secret
+from frontend import account_commands, adapter_commands, admin, admin_client
+from frontend.auth.keys import check_operator_secret, ensure_operator_key, find_key, new_secret
+from frontend.auth.local_secrets import kept_secret, owner_only_folder
 from frontend.logs import configure_logging
 from frontend.settings import Settings
 from frontend.store import connect
@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     safety.add_argument("--version", type=int, default=1)
 
     admin.add_commands(commands)
+    account_commands.add_commands(commands)
     admin_client.add_commands(commands)
     adapter_commands.add_commands(commands)
 
@@ -131,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin_client.run(args)
         elif args.command in admin.COMMANDS:
             admin.run(args, Settings.from_env())
+        elif args.command == account_commands.COMMAND:
+            account_commands.run(args, Settings.from_env())
         elif args.command == adapter_commands.COMMAND:
             adapter_commands.run(args, Settings.from_env())
         else:
@@ -156,7 +159,10 @@ def serve_command(args: argparse.Namespace) -> None:
         "forwarded_allow_ips": args.forwarded_allow_ips,
     }
     settings = replace(settings, **{key: value for key, value in overrides.items() if value is not None})
-    api_key = settings.api_key or kept_secret(settings.state_dir / "api_key", new_secret)
+    owner_only_folder(settings.state_dir)
+    key_file = settings.state_dir / "api_key"
+    generated = settings.api_key is None and not key_file.is_file()
+    api_key = check_operator_secret(settings.api_key) if settings.api_key else kept_secret(key_file, new_secret)
     store = asyncio.run(open_store(settings, api_key))
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with the default
     # handler that would end the process before the `finally` below could stop Triton.
@@ -177,8 +183,12 @@ def serve_command(args: argparse.Namespace) -> None:
             triton_url = stack.enter_context(triton).url
             settings = replace(settings, triton_secret=triton.secret)
         app = create_app(settings, store, triton_url)
-        # A key the operator set (IMAGEGEN_API_KEY) is theirs already and stays out of the logs.
-        shown = "from IMAGEGEN_API_KEY" if settings.api_key else api_key
+        # Printed once, when generated: an operator's own key (IMAGEGEN_API_KEY) is theirs already, and
+        # one generated before stays in its file, out of logs that other people may read.
+        if settings.api_key:
+            shown = "from IMAGEGEN_API_KEY"
+        else:
+            shown = f"{api_key} (shown once, kept in {key_file})" if generated else f"in {key_file}"
         print(f"Serving http://{settings.host}:{settings.port}/v1  API key: {shown}", file=sys.stderr, flush=True)
         # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for up to the grace
         # period, then returns; the exit stack stops Triton after that.
@@ -199,9 +209,10 @@ def serve_command(args: argparse.Namespace) -> None:
 async def open_store(settings: Settings, operator_key: str) -> Store:
     """The store, migrated, holding the operator's key (every scope, the studio plan)."""
     store = await connect(settings.store_location)
-    await ensure_operator_key(store, operator_key)
+    if revoked := await ensure_operator_key(store, operator_key):
+        log.warning("a new operator API key: the earlier one is revoked (%s)", ", ".join(revoked))
     if await find_key(store, operator_key) is None:
-        log.warning("the API key printed below has been revoked: `imagegen keys create` makes another")
+        log.warning("the operator's API key has been revoked: `imagegen keys create` makes another")
     return store
 
 

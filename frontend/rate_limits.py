@@ -1,8 +1,10 @@
-"""Per-key admission: requests in any 60 s and generations running at once, refused with 429.
+"""Per-key admission: requests in any 60 s and generations running at once, refused with 429; and
+sign-in attempts, per client address and per username.
 
 The counts live in the store, so frontend replicas sharing one PostgreSQL enforce one limit
 together: a row per admitted request, kept for the window, and holding a generation lease until
 the request ends. A replica that dies mid-request leaves a lease that lapses after the request's deadline.
+Rows whose window has passed are deleted, whoever they counted, at most a window after it passed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ BUSY_RETRY_SECONDS = 1
 """Retry-After when all of a key's generation slots are taken: when one frees up is not known."""
 LEASE_MARGIN_SECONDS = 60.0
 """A lease outlasts the request's deadline by this much: the ledger is written after the deadline."""
+SWEEP_SECONDS = WINDOW_SECONDS
+"""How often the rows of past windows are deleted (`Store.forget_admissions`), by whichever frontend
+admits a request first once this has passed."""
+USERNAME_ADDRESSES = 10
+"""A username's sign-in attempts from all addresses together may reach this many times its limit
+from one address: a guess spread over many addresses stays bounded, and locking its owner out takes
+this many addresses, where one address used to suffice."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class RateLimiter:
         self._store = store
         self._lease_seconds = request_timeout + LEASE_MARGIN_SECONDS
         self._clock = clock
+        self._next_sweep = -math.inf
 
     def limits(self, plan: Plan) -> Limits:
         """The plan's own limits where it sets them, the server's defaults elsewhere."""
@@ -59,24 +69,32 @@ class RateLimiter:
         finally:
             await self._store.release(admission_id)
 
-    async def count_sign_in(self, username: str, per_minute: int) -> None:
-        """Count a sign-in attempt for `username`, or raise RateLimited past `per_minute` of them:
-        right or wrong, so that guessing passwords gets no answer at all once over the limit."""
-        admission_id = await self._admit(
-            f"sign-in:{username}", Limits(per_minute, per_minute), "sign-in attempts a minute"
-        )
-        await self._store.release(admission_id)
+    async def count_sign_in(self, username: str, address: str, per_username: int, per_address: int) -> None:
+        """Count a sign-in attempt, or raise RateLimited past `per_address` attempts a minute from the
+        client's address, `per_username` for the username from that address, or USERNAME_ADDRESSES
+        times that for the username from everywhere. Right or wrong, so that guessing passwords gets
+        no answer at all once over a limit; called before the password is hashed. Counted in that
+        order up to the first refusal, so one address's refused attempts never count elsewhere."""
+        for subject, limit, counted in (
+            (f"sign-in-address:{address}", per_address, "sign-in attempts a minute from this address"),
+            (f"sign-in-pair:{address}/{username}", per_username, "sign-in attempts a minute for this username"),
+            (f"sign-in:{username}", per_username * USERNAME_ADDRESSES, "sign-in attempts a minute for this username"),
+        ):
+            await self._admit(subject, Limits(limit, limit), counted, lease=False)
 
-    async def _admit(self, subject: str, limits: Limits, counted: str) -> str:
-        """Record one admission of `subject` under `limits`; its id, whose lease `release` ends."""
+    async def _admit(self, subject: str, limits: Limits, counted: str, lease: bool = True) -> str:
+        """Record one admission of `subject` under `limits`; its id, whose lease (if `lease`) `release` ends."""
         now = self._clock()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_SECONDS
+            await self._store.forget_admissions(now, now - WINDOW_SECONDS, SWEEP_SECONDS)
         admission_id = f"adm_{secrets.token_hex(8)}"
         use = await self._store.admit(
             subject,
             admission_id,
             now,
             window_start=now - WINDOW_SECONDS,
-            lease_until=now + self._lease_seconds,
+            lease_until=now + self._lease_seconds if lease else None,
             max_requests=limits.requests_per_minute,
             max_running=limits.concurrent_generations,
         )

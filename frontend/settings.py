@@ -55,7 +55,11 @@ class Settings:
     concurrent_generations: int = 4
     """Per key or account, for plans that set no limits of their own."""
     sign_ins_per_minute: int = 10
-    """Sign-in attempts per username in any 60 s, right or wrong, before a 429: bounds password guessing."""
+    """Sign-in attempts per username from one client address in any 60 s, right or wrong, before a 429:
+    bounds password guessing (from all addresses together: 10 times this, frontend/rate_limits.py)."""
+    sign_ins_per_address: int = 30
+    """Sign-in attempts from one client address in any 60 s, whatever the usernames: bounds the
+    password hashing one address can cause, and guessing spread over usernames."""
     safety_threshold: float = 0.5
     """Images whose `unsafe_score` from the image-safety model reaches this are refused."""
     prompt_policy: Path = DEFAULT_PROMPT_POLICY
@@ -101,6 +105,7 @@ class Settings:
             requests_per_minute=int(env.get("IMAGEGEN_REQUESTS_PER_MINUTE", cls.requests_per_minute)),
             concurrent_generations=int(env.get("IMAGEGEN_CONCURRENT_GENERATIONS", cls.concurrent_generations)),
             sign_ins_per_minute=int(env.get("IMAGEGEN_SIGN_INS_PER_MINUTE", cls.sign_ins_per_minute)),
+            sign_ins_per_address=int(env.get("IMAGEGEN_SIGN_INS_PER_ADDRESS", cls.sign_ins_per_address)),
             safety_threshold=float(env.get("IMAGEGEN_SAFETY_THRESHOLD", cls.safety_threshold)),
             prompt_policy=Path(env.get("IMAGEGEN_PROMPT_POLICY", cls.prompt_policy)),
             running_per_model=int(env.get("IMAGEGEN_RUNNING_PER_MODEL", cls.running_per_model)),

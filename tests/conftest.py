@@ -52,9 +52,13 @@ def schnell_repository(model_repository: Path, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture(scope="session")
 def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    # The suite sends far more requests with the operator's key than a person would; the rate-limit
-    # tests use plans with limits of their own.
-    unlimited = {"IMAGEGEN_REQUESTS_PER_MINUTE": "100000", "IMAGEGEN_CONCURRENT_GENERATIONS": "100"}
+    # The suite sends far more requests with the operator's key than a person would, and signs in to
+    # many accounts from one address; the rate-limit tests use plans and servers with limits of their own.
+    unlimited = {
+        "IMAGEGEN_REQUESTS_PER_MINUTE": "100000",
+        "IMAGEGEN_CONCURRENT_GENERATIONS": "100",
+        "IMAGEGEN_SIGN_INS_PER_ADDRESS": "100000",
+    }
     with serving(model_repository, tmp_path_factory.mktemp("state"), settings=unlimited) as running:
         yield running
 
@@ -65,7 +69,7 @@ def strict_server(model_repository: Path, tmp_path_factory: pytest.TempPathFacto
     prompts naming a forbidden fruit, and whose browser sessions last one second."""
     state = tmp_path_factory.mktemp("strict")
     policy = state / "prompt_policy.txt"
-    policy.write_text("forbidden\\s+fruit\n")
+    policy.write_text("forbidden & fruit\n")  # a rule: both words, in any order
     settings = {"IMAGEGEN_SAFETY_THRESHOLD": "0", "IMAGEGEN_PROMPT_POLICY": str(policy), "IMAGEGEN_SESSION_TTL": "1"}
     with serving(model_repository, state, settings=settings) as running:
         yield running

@@ -5,22 +5,31 @@ Login answers the CSRF token that later cookie-authenticated POSTs must send in 
 
 from __future__ import annotations
 
-import asyncio
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from frontend.api.errors import InvalidParameter, MalformedBody, Unauthenticated
+from frontend.auth.accounts import (
+    MAX_PASSWORD_LENGTH,
+    MAX_USERNAME_LENGTH,
+    check_password,
+    check_username,
+    sign_in,
+)
 from frontend.auth.credentials import Authenticator
-from frontend.auth.passwords import verify_password
 
 
 class LoginRequest(BaseModel):
+    """An account's username (1 to 64 printable characters) and password (at most 1,024 characters):
+    others are refused before anything is counted, stored or hashed."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    username: str = Field(min_length=1)
-    password: str = Field(min_length=1)
+    username: Annotated[str, Field(min_length=1, max_length=MAX_USERNAME_LENGTH), AfterValidator(check_username)]
+    password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_LENGTH), AfterValidator(check_password)]
 
 
 def parse_login(body: bytes) -> LoginRequest:
@@ -31,18 +40,20 @@ def parse_login(body: bytes) -> LoginRequest:
         if first["type"] in ("json_invalid", "model_type"):
             raise MalformedBody("The request body must be a JSON object.") from None
         param = ".".join(str(part) for part in first["loc"])
-        raise InvalidParameter(f"Invalid `{param}`: {first['msg']}.", param=param) from None
+        reason = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]
+        raise InvalidParameter(f"Invalid `{param}`: {reason}.", param=param) from None
 
 
 async def login(request: Request) -> JSONResponse:
     auth: Authenticator = request.app.state.auth
     credentials = parse_login(await request.body())
     settings = request.app.state.settings
-    await request.app.state.rate_limits.count_sign_in(credentials.username, settings.sign_ins_per_minute)
-    account = await auth.store.account_named(credentials.username)
-    # scrypt takes tens of milliseconds of CPU: off the event loop, and run even for unknown users.
-    matches = await asyncio.to_thread(verify_password, credentials.password, account.password_hash if account else None)
-    if account is None or not matches:
+    address = request.client.host if request.client else "unknown"
+    await request.app.state.rate_limits.count_sign_in(
+        credentials.username, address, settings.sign_ins_per_minute, settings.sign_ins_per_address
+    )
+    account = await sign_in(auth.store, credentials.username, credentials.password)
+    if account is None:
         raise Unauthenticated("Wrong username or password.")
     session = await auth.sessions.start(account)
     body = {

@@ -60,6 +60,8 @@ class Account:
     scopes: frozenset[str]
     plan: str
     created_at: float
+    disabled_at: float | None = None
+    """Set by `imagegen accounts disable`: no sign-in, no session."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class Heartbeat:
 
 _ROUTE_COLUMNS = "model, stable_version, previous_version, canary_version, canary_percent, generation"
 _KEY_COLUMNS = "id, name, prefix, secret_hash, scopes, plan, created_at, revoked_at"
-_ACCOUNT_COLUMNS = "id, username, password_hash, scopes, plan, created_at"
+_ACCOUNT_COLUMNS = "id, username, password_hash, scopes, plan, created_at, disabled_at"
 _PLAN_COLUMNS = "name, benefits, requests_per_minute, concurrent_generations"
 _LORA_COLUMNS = "name, model, sha256, rank, layers, created_at"
 
@@ -207,18 +209,23 @@ class Store(ABC):
 
     async def add_key(self, key: ApiKey) -> bool:
         """Insert `key`; False when a key with the same secret exists already (kept as it is)."""
-        sql = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-        params = (
-            key.id,
-            key.name,
-            key.prefix,
-            key.secret_hash,
-            _words(key.scopes),
-            key.plan,
-            key.created_at,
-            key.revoked_at,
-        )
-        return await self._transact(lambda tx: tx.execute(sql, params)) == 1
+        return await self._transact(lambda tx: _insert_key(tx, key))
+
+    async def replace_keys_named(self, key: ApiKey) -> list[str]:
+        """Insert `key` and revoke every other active key of its name, in one transaction: the ids
+        revoked. Nothing changes when a key with the same secret exists already."""
+        others = "name = ? AND id <> ? AND revoked_at IS NULL"
+
+        def work(tx: Transaction) -> list[str]:
+            if not _insert_key(tx, key):
+                return []
+            revoked = [
+                key_id for (key_id,) in tx.fetchall(f"SELECT id FROM api_keys WHERE {others}", (key.name, key.id))
+            ]
+            tx.execute(f"UPDATE api_keys SET revoked_at = ? WHERE {others}", (key.created_at, key.name, key.id))
+            return revoked
+
+        return await self._transact(work)
 
     async def active_keys_with_prefix(self, prefix: str) -> list[ApiKey]:
         sql = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE prefix = ? AND revoked_at IS NULL"
@@ -236,7 +243,7 @@ class Store(ABC):
     # Accounts and browser sessions
 
     async def add_account(self, account: Account) -> None:
-        sql = f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        sql = f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         params = (
             account.id,
             account.username,
@@ -244,6 +251,7 @@ class Store(ABC):
             _words(account.scopes),
             account.plan,
             account.created_at,
+            account.disabled_at,
         )
         await self._transact(lambda tx: tx.execute(sql, params))
 
@@ -269,9 +277,9 @@ class Store(ABC):
         await self._transact(work)
 
     async def session_account(self, token_hash: str, now: float) -> Account | None:
-        """The account of an unexpired session."""
+        """The account of an unexpired session, unless the account is disabled."""
         sql = (
-            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = "
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE disabled_at IS NULL AND id = "
             "(SELECT account_id FROM sessions WHERE token_hash = ? AND expires_at > ?)"
         )
         rows = await self._transact(lambda tx: tx.fetchall(sql, (token_hash, now)))
@@ -279,6 +287,39 @@ class Store(ABC):
 
     async def delete_session(self, token_hash: str) -> None:
         await self._transact(lambda tx: tx.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)))
+
+    async def end_sessions(self, username: str) -> int | None:
+        """End every session of the account; how many there were, None when there is no such account."""
+        return await self._change_account(username, "", ())
+
+    async def set_disabled(self, username: str, disabled_at: float | None) -> int | None:
+        """Disable the account or, with None, enable it again; either ends its sessions (one that a
+        sign-in racing the change made included): how many, None when there is no such account."""
+        return await self._change_account(username, "disabled_at = ?", (disabled_at,))
+
+    async def replace_password(self, username: str, password_hash: str) -> int | None:
+        """Set a new password, ending every session opened with the old one; the sessions ended,
+        None when there is no such account."""
+        return await self._change_account(username, "password_hash = ?", (password_hash,))
+
+    async def rehash_password(self, account_id: str, old_hash: str, new_hash: str) -> bool:
+        """Replace `old_hash` by a re-hash of the same password, its sessions kept; False when the
+        password changed meanwhile (`replace_password` wins)."""
+        sql = "UPDATE accounts SET password_hash = ? WHERE id = ? AND password_hash = ?"
+        return await self._transact(lambda tx: tx.execute(sql, (new_hash, account_id, old_hash))) == 1
+
+    async def _change_account(self, username: str, assignments: str, params: Sequence[Any]) -> int | None:
+        """Apply `assignments` (SQL, may be empty) to the account and end its sessions, in one transaction."""
+
+        def work(tx: Transaction) -> int | None:
+            rows = tx.fetchall("SELECT id FROM accounts WHERE username = ?", (username,))
+            if not rows:
+                return None
+            if assignments:
+                tx.execute(f"UPDATE accounts SET {assignments} WHERE id = ?", (*params, rows[0][0]))
+            return tx.execute("DELETE FROM sessions WHERE account_id = ?", (rows[0][0],))
+
+        return await self._transact(work)
 
     # LoRA adapters
 
@@ -308,22 +349,18 @@ class Store(ABC):
         admission_id: str,
         now: float,
         window_start: float,
-        lease_until: float,
+        lease_until: float | None,
         max_requests: int,
         max_running: int,
     ) -> RecentUse:
-        """Admit a request, holding a generation lease until `lease_until` (or `release`), when the
-        principal has fewer than `max_requests` admitted after `window_start` and fewer than
+        """Admit a request, holding a generation lease until `lease_until` (or `release`; None: none),
+        when the principal has fewer than `max_requests` admitted after `window_start` and fewer than
         `max_running` leases held. The principal's row is locked first (SQLite's write lock covers the
         whole transaction; PostgreSQL's upsert locks the row), so concurrent admissions count each other.
         """
         lock = (
             "INSERT INTO rate_limit_principals (principal, last_request_at) VALUES (?, ?) "
             "ON CONFLICT (principal) DO UPDATE SET last_request_at = excluded.last_request_at"
-        )
-        forget = (
-            "DELETE FROM rate_limit_admissions WHERE principal = ? AND admitted_at <= ? "
-            "AND (lease_until IS NULL OR lease_until <= ?)"
         )
         count = (
             "SELECT COALESCE(SUM(CASE WHEN admitted_at > ? THEN 1 ELSE 0 END), 0), "
@@ -335,12 +372,36 @@ class Store(ABC):
 
         def work(tx: Transaction) -> RecentUse:
             tx.execute(lock, (principal, now))
-            tx.execute(forget, (principal, window_start, now))
             [(requests, oldest, running)] = tx.fetchall(count, (window_start, window_start, now, principal))
             admitted = requests < max_requests and running < max_running
             if admitted:
                 tx.execute(insert, (admission_id, principal, now, lease_until))
             return RecentUse(admitted, int(requests), oldest, int(running))
+
+        return await self._transact(work)
+
+    async def forget_admissions(self, now: float, window_start: float, every: float) -> int | None:
+        """Delete the admissions of every principal (keys, accounts, sign-in counts) admitted before
+        `window_start` whose lease has ended, and the principals not seen since: the rows used ones,
+        or guessed usernames, would otherwise leave for good. Done at most once per `every` seconds
+        by all the frontends sharing the store together; the admissions deleted, None when skipped.
+
+        `admit` deletes nothing itself: two transactions deleting the same rows in different orders
+        could deadlock on PostgreSQL. The chore's row serialises the sweeps, and a sweep waits at
+        most for one admission's row lock, while an admission never waits for the sweep's rows.
+        """
+        claim = "UPDATE store_chores SET done_at = ? WHERE name = 'forget_admissions' AND done_at <= ?"
+        admissions = (
+            "DELETE FROM rate_limit_admissions WHERE admitted_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+        )
+        principals = "DELETE FROM rate_limit_principals WHERE last_request_at <= ?"
+
+        def work(tx: Transaction) -> int | None:
+            if tx.execute(claim, (now, now - every)) != 1:
+                return None
+            deleted = tx.execute(admissions, (window_start, now))
+            tx.execute(principals, (window_start,))
+            return deleted
 
         return await self._transact(work)
 
@@ -428,6 +489,22 @@ class Store(ABC):
         await self._transact(lambda tx: tx.execute(sql, (frontend,)))
 
 
+def _insert_key(tx: Transaction, key: ApiKey) -> bool:
+    """False when a key with the same secret exists already."""
+    sql = f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    params = (
+        key.id,
+        key.name,
+        key.prefix,
+        key.secret_hash,
+        _words(key.scopes),
+        key.plan,
+        key.created_at,
+        key.revoked_at,
+    )
+    return tx.execute(sql, params) == 1
+
+
 def _words(values: frozenset[str]) -> str:
     """Scopes and benefits are stored as one space-separated column, as OAuth writes scopes."""
     return " ".join(sorted(values))
@@ -444,5 +521,5 @@ def _key(row: tuple[Any, ...]) -> ApiKey:
 
 
 def _account(row: tuple[Any, ...]) -> Account:
-    account_id, username, password_hash, scopes, plan, created_at = row
-    return Account(account_id, username, password_hash, frozenset(scopes.split()), plan, created_at)
+    account_id, username, password_hash, scopes, plan, created_at, disabled_at = row
+    return Account(account_id, username, password_hash, frozenset(scopes.split()), plan, created_at, disabled_at)

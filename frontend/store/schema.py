@@ -130,6 +130,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX rate_limit_admissions_principal ON rate_limit_admissions (principal, admitted_at)",
     ),
+    # Security hardening (issue 16): accounts can be disabled; admission rows are swept once their window
+    # has passed, by one frontend at a time (`store_chores` holds when each periodic chore last ran).
+    (
+        "ALTER TABLE accounts ADD COLUMN disabled_at DOUBLE PRECISION",
+        "CREATE INDEX rate_limit_admissions_admitted ON rate_limit_admissions (admitted_at)",
+        "CREATE INDEX rate_limit_principals_seen ON rate_limit_principals (last_request_at)",
+        """CREATE TABLE store_chores (
+            name TEXT PRIMARY KEY,
+            done_at DOUBLE PRECISION NOT NULL
+        )""",
+        "INSERT INTO store_chores (name, done_at) VALUES ('forget_admissions', 0)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +19,8 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_S = 5.0
 """How long a writer waits for another process's write lock (the CLI while the server runs)."""
+COMPANION_SUFFIXES = ("", "-wal", "-shm", "-journal")
+"""The database file and those SQLite keeps beside it, all holding the store's rows."""
 
 
 class _SqliteTransaction:
@@ -35,7 +39,8 @@ class SqliteStore(Store):
     the transactions of concurrent requests run one after the other as SQLite requires."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _owner_only(path)
         self.path = path
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._connection = self._worker.submit(_connect, path).result()
@@ -68,6 +73,16 @@ class SqliteStore(Store):
     def close(self) -> None:
         self._worker.submit(self._connection.close).result()
         self._worker.shutdown()
+
+
+def _owner_only(path: Path) -> None:
+    """Create the database file readable and writable by its owner only (0600), or make an existing
+    one and its companions so: they hold the hashes of keys, passwords and sessions. SQLite gives the
+    -wal and -shm files it creates later the database file's mode."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for suffix in COMPANION_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + suffix).chmod(0o600)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

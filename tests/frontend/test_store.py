@@ -16,6 +16,7 @@ from frontend.store.repository import Account, Price, Store, UsageRecord
 from frontend.store.schema import LATEST
 
 OPERATOR_KEY = "sk-operator-0123456789abcdef0123"
+NEW_OPERATOR_KEY = "sk-operator-fedcba9876543210fedc"
 
 
 @pytest.fixture
@@ -78,10 +79,22 @@ def test_a_key_needs_an_existing_plan(store: Store) -> None:
 
 
 def test_the_operator_key_is_stored_once_with_every_scope(store: Store) -> None:
-    assert asyncio.run(ensure_operator_key(store, OPERATOR_KEY))
-    assert not asyncio.run(ensure_operator_key(store, OPERATOR_KEY))
+    assert asyncio.run(ensure_operator_key(store, OPERATOR_KEY)) == []
+    assert asyncio.run(ensure_operator_key(store, OPERATOR_KEY)) == []
     [key] = asyncio.run(store.keys())
     assert (key.scopes, key.plan, key.prefix) == (SCOPES, "studio", OPERATOR_KEY[:14])
+
+
+def test_a_new_operator_key_revokes_the_earlier_ones_and_no_other_key(store: Store) -> None:
+    other, _ = asyncio.run(create_key(store, {IMAGES}, "studio", "ci"))
+    asyncio.run(ensure_operator_key(store, OPERATOR_KEY))
+    [first] = [key for key in asyncio.run(store.keys()) if key.name == "operator"]
+    assert asyncio.run(ensure_operator_key(store, NEW_OPERATOR_KEY)) == [first.id]
+    second = asyncio.run(find_key(store, NEW_OPERATOR_KEY))
+    assert second is not None and asyncio.run(find_key(store, OPERATOR_KEY)) is None
+    assert asyncio.run(ensure_operator_key(store, OPERATOR_KEY)) == []  # a revoked key stays revoked
+    assert asyncio.run(find_key(store, OPERATOR_KEY)) is None
+    assert {key.id for key in asyncio.run(store.keys()) if key.revoked_at is None} == {other.id, second.id}
 
 
 def test_a_short_operator_key_is_refused(store: Store) -> None:
