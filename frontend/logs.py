@@ -4,6 +4,10 @@ what docker-compose.yml sets) or text for a person at a terminal (the default).
 Every line carries its time, level, logger and message, and the request id when it is written while
 a request runs (`api/request_ids.py`); fields passed as `extra=` (the access line's status, latency,
 model...) become keys of their own. uvicorn's loggers go through the same handler.
+
+What a client sent reaches the log (the access line's path, a percent-decoded `%0a` included), so
+neither format lets it start a line of its own or move a terminal's cursor: both escape every control
+character (JSON as `\\u001b`, the text format as `\\n`, `\\r`, `\\x1b`...).
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ from typing import Any
 from frontend.api.request_ids import current_request_id
 
 FORMATS = ("text", "json")
+CONTROL_CHARACTERS = (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+"""C0, DEL, C1, and Unicode's line and paragraph separators: what splits a line or drives a terminal."""
+_TEXT_ESCAPES = {code: repr(chr(code))[1:-1] for code in CONTROL_CHARACTERS}
+"""As Python writes them in a string literal: `\\n`, `\\t`, `\\x1b`, `\\u2028`."""
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in CONTROL_CHARACTERS if code >= 0x20}
+"""What `json.dumps` leaves raw (it escapes C0 itself); these occur only inside its strings."""
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
@@ -46,11 +56,12 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return json.dumps(line, default=str, ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
 class TextFormatter(logging.Formatter):
-    """`time LEVEL logger: message`, with ` [request id]` before the colon inside a request."""
+    """`time LEVEL logger: message`, with ` [request id]` before the colon inside a request; control
+    characters escaped."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s%(request)s: %(message)s")
@@ -59,6 +70,11 @@ class TextFormatter(logging.Formatter):
         request_id = current_request_id()
         record.request = f" [{request_id}]" if request_id else ""
         return super().format(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line before any traceback (which `format` appends, its newlines being its own), with
+        every control character escaped: no field can forge a line or a terminal escape."""
+        return super().formatMessage(record).translate(_TEXT_ESCAPES)
 
 
 def configure_logging(log_format: str, level: int = logging.INFO) -> None:

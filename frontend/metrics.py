@@ -8,7 +8,9 @@ refusals before a request reaches the ledger (401, 403, a key's 429) show too.
 
 Each app has a registry of its own, not prometheus_client's global one, so one process (a test)
 can build several apps. Labels come from the server's own names, never from what a client sent: a
-request whose model was not resolved has `model=""`, one that matched no route `route="unmatched"`.
+request whose model was not resolved has `model=""`, one that matched no route `route="unmatched"`,
+a method HTTP does not define `method="OTHER"`. Every label is then one of a fixed set: the
+catalog's models, the routes, the error codes, the HTTP statuses and methods.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from frontend.admission import Admission
 from frontend.store.repository import UsageRecord
 
 disable_created_metrics()  # `*_created` series, one per counter and label set, that no query here needs
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+"""RFC 9110's methods and PATCH; the server accepts any token as a method, and each would be a series."""
+OTHER_METHOD = "OTHER"
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
 """Seconds: a refused request (tens of ms) up to a large FLUX.1-dev batch on a busy GPU."""
@@ -98,7 +104,7 @@ class Metrics:
             self.images.labels(model).inc(record.n)
 
     def observe_http(self, method: str, route: str, status: int) -> None:
-        self.http.labels(method, route, str(status)).inc()
+        self.http.labels(method if method in HTTP_METHODS else OTHER_METHOD, route, str(status)).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

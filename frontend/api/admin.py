@@ -4,13 +4,13 @@ the catalog, and see what every frontend serves (`imagegen rollout|rollback|stat
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from frontend.api.errors import AdminRefused, InvalidParameter, MalformedBody
+from frontend.api.body_limits import parse_json
+from frontend.api.errors import AdminRefused, InvalidParameter
 from frontend.auth.scopes import ADMIN_MODELS
 from frontend.rollout import Switch
 
@@ -63,9 +63,7 @@ async def reload_catalog(request: Request) -> JSONResponse:
 
 def parse_rollout(body: bytes) -> RolloutRequest:
     try:
-        return RolloutRequest.model_validate(json.loads(body or b"{}"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise MalformedBody(f"The request body is not valid JSON: {exc}") from None
+        return RolloutRequest.model_validate(parse_json(body or b"{}"))
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None

@@ -1,4 +1,5 @@
-"""What a POST to the API may carry: JSON (415 otherwise) of at most `max_body_bytes` (413 otherwise).
+"""What a POST to the API may carry: JSON (415 otherwise) of at most `max_body_bytes` (413 otherwise),
+that parses (400 otherwise, `parse_json`).
 
 An ASGI middleware, so a body over the limit is refused by its `Content-Length` before it is read,
 and a chunked one as soon as the bytes read pass the limit, never buffered whole.
@@ -6,10 +7,14 @@ and a chunked one as soon as the bytes read pass the limit, never buffered whole
 
 from __future__ import annotations
 
+import json
+import sys
+from typing import Any
+
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from frontend.api.errors import PayloadTooLarge, UnsupportedMediaType, error_response
+from frontend.api.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType, error_response
 
 JSON = "application/json"
 
@@ -49,3 +54,19 @@ class BodyLimits:
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"The body is larger than this server's limit of {self.max_body_bytes} bytes.")
+
+
+def parse_json(body: bytes) -> Any:
+    """The body's JSON value, or the client's error (`MalformedBody`) for every way `json.loads` fails:
+    not UTF-8 or not JSON, nested past the recursion limit, or an integer longer than Python converts
+    from text (`sys.get_int_max_str_digits()`, 4,300 digits: a bare ValueError, which was a 500)."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedBody(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedBody("The request body nests JSON too deeply.") from None
+    except ValueError:
+        raise MalformedBody(
+            f"The request body holds an integer of more than {sys.get_int_max_str_digits()} digits."
+        ) from None

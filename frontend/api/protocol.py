@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from frontend.api.body_limits import parse_json
 from frontend.api.errors import (
     APIError,
     InvalidParameter,
@@ -106,12 +106,7 @@ class ImageResponse(BaseModel):
 
 def parse_image_request(body: bytes) -> ImageRequest:
     """Decode and validate a body, raising the API error a client should see for its first problem."""
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedBody(f"The request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise MalformedBody("The request body nests JSON too deeply.") from None
+    document = parse_json(body)
     if not isinstance(document, dict):
         raise MalformedBody("The request body must be a JSON object.")
     try:

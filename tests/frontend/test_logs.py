@@ -42,6 +42,26 @@ def test_the_text_line_reads_time_level_logger_message() -> None:
     assert TextFormatter().format(record("ready")).endswith(" WARNING imagegen.test: ready")
 
 
+def test_control_characters_are_escaped_so_no_field_can_forge_a_line() -> None:
+    """A client's path, percent-decoded, reaches the access line: `%0a` would start a forged line."""
+    sent = "/v1/x\n2030-01-01 INFO imagegen.access: forged\r\x1b[2J\x85\u2028"
+    text = TextFormatter().format(record("%s %s", "GET", sent))
+    assert text.endswith(r"GET /v1/x\n2030-01-01 INFO imagegen.access: forged\r\x1b[2J\x85\u2028")
+    output = JsonFormatter().format(record("%s", sent, path=sent))
+    assert len(output.splitlines()) == 1 and "\x1b" not in output
+    assert json.loads(output)["path"] == sent
+
+
+def test_a_traceback_keeps_its_own_lines_in_text() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        failed = record("failed\nforged")
+        failed.exc_info = sys.exc_info()
+    first, *traceback = TextFormatter().format(failed).splitlines()
+    assert first.endswith(r"failed\nforged") and traceback[-1] == "RuntimeError: boom"
+
+
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="IMAGEGEN_LOG_FORMAT"):
         configure_logging("yaml")
