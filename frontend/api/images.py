@@ -49,7 +49,7 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
     job = await state.adapters.attach(job, pipeline.name, pipeline.lora)
     check_pixel_budget(job, state.settings.max_pixels_per_request)
     quality = output_quality(image_request)
-    state.safety.check_prompt(job.prompt)
+    await state.safety.check_prompt(job.prompt)
     usage.work = Work.of(pipeline.name, job)
     timings: dict[str, float] = {}
     queued = time.perf_counter()
