@@ -1,16 +1,20 @@
 """Server-wide admission: per model, a bounded queue in front of a fixed number of running
-generations; per request, a deadline and cancellation when the client goes away.
+generations, of which one key holds at most a share; per request, a deadline and cancellation when
+the client goes away.
 
 Per-key limits are `rate_limits.py`; these protect the server whoever is calling, so a burst is
-refused at once with a 429 instead of piling up behind Triton until every client times out.
+refused at once with a 429 instead of piling up behind Triton until every client times out, and a
+few keys cannot take every running slot of a model: a key's generations beyond its share wait while
+other keys' pass them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -25,49 +29,83 @@ QUEUE_RETRY_SECONDS = 2
 
 @dataclass
 class ModelQueue:
-    """One model's generations: `running` hold a slot, the rest of `admitted` wait for one."""
+    """One model's generations: `running` hold a slot (counted per key), the rest of `admitted` wait
+    in `waiting`, in order of arrival."""
 
-    slots: asyncio.Semaphore
     capacity: int
     admitted: int = 0
-    running: int = 0
+    running: Counter[str] = field(default_factory=Counter)
+    waiting: list[tuple[str, asyncio.Future[None]]] = field(default_factory=list)
 
 
 class Admission:
-    def __init__(self, running_per_model: int, queued_per_model: int, request_timeout: float) -> None:
+    def __init__(
+        self, running_per_model: int, queued_per_model: int, running_per_key: int, request_timeout: float
+    ) -> None:
         self.running_per_model = running_per_model
         self.queued_per_model = queued_per_model
+        self.running_per_key = running_per_key
         self.request_timeout = request_timeout
         self._queues: dict[str, ModelQueue] = {}
 
     @contextlib.asynccontextmanager
-    async def slot(self, model: str) -> AsyncIterator[None]:
-        """Wait in the model's queue for a running slot and hold it, or raise QueueFull at once."""
+    async def slot(self, model: str, key: str) -> AsyncIterator[None]:
+        """Wait in the model's queue for a running slot and hold it, or raise QueueFull at once.
+        `key`: the key or account asking, which holds at most `running_per_key` of the slots."""
         queue = self._queues.get(model)
         if queue is None:
-            capacity = self.running_per_model + self.queued_per_model
-            queue = self._queues[model] = ModelQueue(asyncio.Semaphore(self.running_per_model), capacity)
+            queue = self._queues[model] = ModelQueue(self.running_per_model + self.queued_per_model)
         if queue.admitted >= queue.capacity:
+            running = queue.running.total()
             raise QueueFull(
-                f"The server is busy: {model} has {queue.running} generations running and "
-                f"{queue.admitted - queue.running} waiting, its limit. Retry in {QUEUE_RETRY_SECONDS} s.",
+                f"The server is busy: {model} has {running} generations running and "
+                f"{queue.admitted - running} waiting, its limit. Retry in {QUEUE_RETRY_SECONDS} s.",
                 headers={"Retry-After": str(QUEUE_RETRY_SECONDS)},
             )
         queue.admitted += 1
         try:
-            async with queue.slots:
-                queue.running += 1
-                try:
-                    yield
-                finally:
-                    queue.running -= 1
+            await self._acquire(queue, key)
+            try:
+                yield
+            finally:
+                self._release(queue, key)
         finally:
             queue.admitted -= 1
+
+    async def _acquire(self, queue: ModelQueue, key: str) -> None:
+        granted = asyncio.get_running_loop().create_future()
+        queue.waiting.append((key, granted))
+        self._dispatch(queue)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.cancelled():
+                queue.waiting.remove((key, granted))
+            else:  # granted, then cancelled before it could run: the slot goes to the next
+                self._release(queue, key)
+            raise
+
+    def _release(self, queue: ModelQueue, key: str) -> None:
+        queue.running[key] -= 1
+        if not queue.running[key]:
+            del queue.running[key]
+        self._dispatch(queue)
+
+    def _dispatch(self, queue: ModelQueue) -> None:
+        """Give free slots to the waiters in order of arrival, passing over those whose key already
+        holds its share (they run once one of the key's own generations ends)."""
+        for key, granted in list(queue.waiting):
+            if queue.running.total() >= self.running_per_model:
+                return
+            if not granted.cancelled() and queue.running[key] < self.running_per_key:
+                queue.waiting.remove((key, granted))
+                queue.running[key] += 1
+                granted.set_result(None)
 
     def load(self) -> dict[str, dict[str, int]]:
         """Per model, generations running and waiting now (what `/readyz` reports)."""
         return {
-            model: {"running": queue.running, "queued": queue.admitted - queue.running}
+            model: {"running": queue.running.total(), "queued": queue.admitted - queue.running.total()}
             for model, queue in sorted(self._queues.items())
         }
 

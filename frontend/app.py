@@ -112,7 +112,9 @@ async def follow_operator_changes(app: Starlette) -> None:
 
 
 def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
-    admission = Admission(settings.running_per_model, settings.queued_per_model, settings.request_timeout)
+    admission = Admission(
+        settings.running_per_model, settings.queued_per_model, settings.running_per_key, settings.request_timeout
+    )
     metrics = Metrics(admission)
 
     @contextlib.asynccontextmanager

@@ -1,6 +1,7 @@
 """Images in and out of the API: response encoding and input image decoding, with their limits.
 
-Both are CPU-bound, so callers run them off the event loop.
+Input images are opened (header only) and then decoded, in two steps, so that a request's budgets
+are checked in between. Both steps are CPU-bound, so callers run them off the event loop.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from PIL import Image
 from frontend.api.errors import InvalidParameter
 
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+INPUT_FORMATS = tuple(PIL_FORMATS.values())
+"""Input images are read in the formats responses are written in, and no other: each format Pillow
+parses is code an attacker reaches (a BMP was decoded and used before this was set)."""
 DEFAULT_QUALITY = 90
 MAX_INPUT_PIXELS = 4096 * 4096
 """An input image may not decode to more pixels than this; a small file that claims more (a
@@ -33,8 +37,10 @@ def encode_image_base64(pixels: np.ndarray, output_format: str, quality: int | N
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def decode_input_image(data: str, param: str) -> Image.Image:
-    """A base64 image (or a data: URL holding one) as RGB; anything else is the client's error."""
+def open_input_image(data: str, param: str) -> Image.Image:
+    """A base64 image (or a data: URL holding one), opened from its header alone: its format and size
+    are known, none of its pixels decoded, so every budget is checked before that work
+    (`image_to_array` does it). Only the formats the API promises are even parsed."""
     if data.startswith("data:"):
         data = data.partition(",")[2]
     try:
@@ -44,21 +50,28 @@ def decode_input_image(data: str, param: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
-            if image.width * image.height > MAX_INPUT_PIXELS:
-                raise InvalidParameter(
-                    f"`{param}` is {image.width}x{image.height}; input images may have at most "
-                    f"{MAX_INPUT_PIXELS} pixels.",
-                    param=param,
-                )
-            image.load()
+            image = Image.open(io.BytesIO(raw), formats=INPUT_FORMATS)
     except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning, SyntaxError, ValueError):
-        raise InvalidParameter(f"`{param}` is not a PNG, JPEG or WebP image Pillow can read.", param=param) from None
-    return image.convert("RGB")
+        raise _unreadable(param) from None
+    if image.width * image.height > MAX_INPUT_PIXELS:
+        raise InvalidParameter(
+            f"`{param}` is {image.width}x{image.height}; input images may have at most {MAX_INPUT_PIXELS} pixels.",
+            param=param,
+        )
+    return image
 
 
-def image_to_array(image: Image.Image, width: int, height: int) -> np.ndarray:
-    """RGB float32 in [0, 1], (3, height, width), resized with Lanczos as diffusers' VaeImageProcessor does."""
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+def image_to_array(image: Image.Image, width: int, height: int, param: str) -> np.ndarray:
+    """Decode an opened image: RGB float32 in [0, 1], (3, height, width), resized with Lanczos as
+    diffusers' VaeImageProcessor does. Data that breaks off or lies past its header is the client's error."""
+    try:
+        rgb = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError):
+        raise _unreadable(param) from None
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def _unreadable(param: str) -> InvalidParameter:
+    return InvalidParameter(f"`{param}` is not a PNG, JPEG or WebP image Pillow can read.", param=param)

@@ -67,13 +67,19 @@ class Settings:
     running_per_model: int = 4
     queued_per_model: int = 16
     """Admission per model: generations running at once, and waiting behind them before a 429."""
+    running_per_key: int = 2
+    """Of a model's running generations, how many one key or account may hold: its further requests
+    wait in the queue while other keys' pass them, so a few keys cannot hold a model."""
     request_timeout: float = 300.0
     """Seconds a generation may take, queueing included, before a 504 frees its slot."""
     triton_timeout: float = 60.0
     """Seconds one Triton call may take before the request fails with a 503 (a stalled server)."""
     max_body_bytes: int = 32 * 1024 * 1024
     max_pixels_per_request: int = 16 * 1024 * 1024
-    """n x width x height of one request."""
+    """n x width x height of one request, and its input images' pixels together."""
+    max_work_per_request: int = 40 * 16 * 1024 * 1024
+    """n x width x height x steps x passes (2 with classifier-free guidance) of one request: how long
+    it holds a slot. The default: the pixel budget at 40 steps."""
     shutdown_grace: int = 30
     """On SIGTERM, seconds in-flight requests may still run before the server stops anyway."""
 
@@ -110,10 +116,12 @@ class Settings:
             prompt_policy=Path(env.get("IMAGEGEN_PROMPT_POLICY", cls.prompt_policy)),
             running_per_model=int(env.get("IMAGEGEN_RUNNING_PER_MODEL", cls.running_per_model)),
             queued_per_model=int(env.get("IMAGEGEN_QUEUED_PER_MODEL", cls.queued_per_model)),
+            running_per_key=int(env.get("IMAGEGEN_RUNNING_PER_KEY", cls.running_per_key)),
             request_timeout=float(env.get("IMAGEGEN_REQUEST_TIMEOUT", cls.request_timeout)),
             triton_timeout=float(env.get("IMAGEGEN_TRITON_TIMEOUT", cls.triton_timeout)),
             max_body_bytes=int(env.get("IMAGEGEN_MAX_BODY_BYTES", cls.max_body_bytes)),
             max_pixels_per_request=int(env.get("IMAGEGEN_MAX_PIXELS_PER_REQUEST", cls.max_pixels_per_request)),
+            max_work_per_request=int(env.get("IMAGEGEN_MAX_WORK_PER_REQUEST", cls.max_work_per_request)),
             shutdown_grace=int(env.get("IMAGEGEN_SHUTDOWN_GRACE", cls.shutdown_grace)),
         )
 

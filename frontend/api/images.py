@@ -10,12 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from frontend.accounting import Usage, Work
-from frontend.api.errors import InvalidParameter, ProgressNotFound
-from frontend.api.parameters import output_quality, resolve_job
+from frontend.api.errors import ProgressNotFound
+from frontend.api.parameters import RequestBudget, output_quality, resolve_job
 from frontend.api.protocol import ImageData, ImageResponse, parse_image_request
 from frontend.auth.scopes import IMAGES, STUDIO_ACCESS
 from frontend.imaging import encode_image_base64
-from frontend.pipelines.job import GenerationJob
 from frontend.progress import PROGRESS_HEADER, Progress
 from frontend.routing import VERSION_HEADER
 
@@ -45,19 +44,20 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
     state = request.app.state
     image_request = parse_image_request(body)
     pipeline = state.catalog.resolve(image_request.model)
-    job = await asyncio.to_thread(resolve_job, image_request, pipeline.name, pipeline.limits)
+    settings = state.settings
+    budget = RequestBudget(settings.max_pixels_per_request, settings.max_work_per_request)
+    caller = caller_identity(usage.principal.id, image_request.user)
+    job = await asyncio.to_thread(resolve_job, image_request, pipeline, budget, caller)
     job = await state.adapters.attach(job, pipeline.name, pipeline.lora)
-    check_pixel_budget(job, state.settings.max_pixels_per_request)
     quality = output_quality(image_request)
     await state.safety.check_prompt(job.prompt)
     usage.work = Work.of(pipeline.name, job)
     timings: dict[str, float] = {}
     queued = time.perf_counter()
-    async with state.admission.slot(pipeline.name):
+    async with state.admission.slot(pipeline.name, usage.principal.id):
         started = time.perf_counter()
         progress.stage = "generating"
         # One version for every Triton call of this request, counted in flight until it ends.
-        caller = canary_identity(usage.principal.id, image_request.user)
         with state.routing.pinned(pipeline, caller) as (served, version):
             generation = await served.generate(job, progress)
         timings |= {"queue": started - queued, "generate": time.perf_counter() - started}
@@ -93,21 +93,11 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
     return Response(body, media_type="application/json", headers=headers)
 
 
-def canary_identity(principal: str, user: str | None) -> str:
-    """Who a canary keeps on one version: the key or account, or the end user it names in `user`
-    (OpenAI's field for that), so a platform's users move to a canary one by one, not all at once."""
+def caller_identity(principal: str, user: str | None) -> str:
+    """Who is asking: the key or account, or the end user it names in `user` (OpenAI's field for
+    that). A canary keeps each on one version, so a platform's users move to a canary one by one, not
+    all at once; the prompt cache keeps their prompts apart."""
     return principal if user is None else f"{principal}\0{user}"
-
-
-def check_pixel_budget(job: GenerationJob, budget: int) -> None:
-    """n x width x height bounds one request's memory and compute, whatever mix of n and size it asks."""
-    pixels = len(job.seeds) * job.width * job.height
-    if pixels > budget:
-        raise InvalidParameter(
-            f"n x width x height is {len(job.seeds)} x {job.width} x {job.height} = {pixels} pixels; "
-            f"a request may ask for at most {budget}.",
-            param="n",
-        )
 
 
 async def get_progress(request: Request) -> JSONResponse:

@@ -8,13 +8,17 @@ otherwise get an image that does not reflect what it asked for.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
+from PIL import Image
 
 from frontend.api.errors import InvalidParameter, ParameterNotSupported
 from frontend.api.protocol import MODEL_PARAMETERS, ImageRequest
-from frontend.imaging import decode_input_image, image_to_array
+from frontend.imaging import image_to_array, open_input_image
 from frontend.pipelines.job import GenerationJob, Limits
 from frontend.pipelines.noise import image_seeds
+from frontend.pipelines.pipeline import DiffusionPipeline
 
 HD_STEPS_FACTOR = 2
 """quality="hd" runs twice the model's default steps (a finer trajectory) unless `steps` is given."""
@@ -26,25 +30,74 @@ DEFAULT_LORA_SCALE = 1.0
 """diffusers' adapter weight when `set_adapters` is given none."""
 
 
-def resolve_job(request: ImageRequest, model: str, limits: Limits) -> GenerationJob:
-    """Apply the model's defaults and bounds to a request (CPU-bound with input images: run off the loop)."""
-    refuse_unused_parameters(request, model, limits)
-    width, height, init_images = resolve_size_and_images(request, limits)
-    steps = resolve_steps(request, limits)
-    strength = request.strength if request.strength is not None else limits.default_strength
-    return GenerationJob(
+def resolve_job(
+    request: ImageRequest, pipeline: DiffusionPipeline, budget: RequestBudget, caller: str
+) -> GenerationJob:
+    """Apply the model's defaults and bounds to a request, and its budget before any input image's
+    pixels are decoded (CPU-bound with input images: run off the loop). `caller`: whose prompt-cache
+    rows the job may read."""
+    limits = pipeline.limits
+    refuse_unused_parameters(request, pipeline.name, limits)
+    inputs = [open_input_image(data, "input_images") for data in request.input_images or ()]
+    if inputs and len(inputs) not in (1, request.n):
+        raise InvalidParameter(
+            f"Give 1 input image, or one per output image (n={request.n}); got {len(inputs)}.", param="input_images"
+        )
+    width, height = resolve_size(request, limits, inputs[0] if inputs else None)
+    job = GenerationJob(
         prompt=request.prompt,
         width=width,
         height=height,
-        steps=steps,
+        steps=resolve_steps(request, limits),
         seeds=image_seeds(request.seed, request.n),
         guidance=resolve_guidance(request, limits),
         negative_prompt=request.negative_prompt,
         true_cfg_scale=request.true_cfg_scale or (DEFAULT_TRUE_CFG_SCALE if request.negative_prompt else 1.0),
-        init_images=init_images,
-        strength=strength,
+        strength=request.strength if request.strength is not None else limits.default_strength,
         adapters=resolve_adapters(request),
+        caller=caller,
     )
+    budget.check(job, pipeline.passes(job), sum(image.width * image.height for image in inputs))
+    if not inputs:
+        return job
+    # With k input images and n outputs, k is 1 (every image starts from it) or n (image i from input i).
+    arrays = [image_to_array(image, width, height, "input_images") for image in inputs]
+    return replace(job, init_images=np.stack(arrays * request.n if len(arrays) == 1 else arrays))
+
+
+@dataclass(frozen=True)
+class RequestBudget:
+    """What one request may ask of a model, whatever mix of n, size, steps and guidance it picks:
+    checked from the request and the input images' headers, before any work."""
+
+    max_pixels: int
+    """n x width x height (memory), and the input images' pixels together (their decoding)."""
+    max_work: int
+    """n x width x height x steps x passes: the denoiser's work, which sets how long a slot is held."""
+
+    def check(self, job: GenerationJob, passes: int, input_pixels: int) -> None:
+        """`passes`: 2 where classifier-free guidance runs an unconditional pass beside each image."""
+        n = len(job.seeds)
+        pixels = n * job.width * job.height
+        if pixels > self.max_pixels:
+            raise InvalidParameter(
+                f"n x width x height is {n} x {job.width} x {job.height} = {pixels} pixels; "
+                f"a request may ask for at most {self.max_pixels}.",
+                param="n",
+            )
+        work = pixels * job.steps * passes
+        if work > self.max_work:
+            raise InvalidParameter(
+                f"n x width x height x steps x passes is {n} x {job.width} x {job.height} x {job.steps} x "
+                f"{passes} = {work} (2 passes with guidance or a negative prompt); a request may ask for at "
+                f"most {self.max_work}: fewer steps, fewer or smaller images.",
+                param="steps",
+            )
+        if input_pixels > self.max_pixels:
+            raise InvalidParameter(
+                f"The input images hold {input_pixels} pixels together; a request may send at most {self.max_pixels}.",
+                param="input_images",
+            )
 
 
 def output_quality(request: ImageRequest) -> int | None:
@@ -109,29 +162,12 @@ def resolve_guidance(request: ImageRequest, limits: Limits) -> float:
     return guidance
 
 
-def resolve_size_and_images(request: ImageRequest, limits: Limits) -> tuple[int, int, np.ndarray | None]:
-    """The output size and the input images resized to it.
-
-    The size is `width`/`height` when given, else `size`, else (img2img) the first input image's size
-    rounded down to the model's multiple, else the model's default size. With k input images and
-    n outputs, k must be 1 (every image starts from it) or n (image i starts from input i).
-    """
-    images = [decode_input_image(data, "input_images") for data in request.input_images or ()]
-    if images and len(images) not in (1, request.n):
-        raise InvalidParameter(
-            f"Give 1 input image, or one per output image (n={request.n}); got {len(images)}.", param="input_images"
-        )
-    if request.width is None and request.height is None and request.size is None and images:
-        width, height = (_fit(side, limits) for side in images[0].size)
-    else:
-        width, height = resolve_size(request, limits)
-    if not images:
-        return width, height, None
-    arrays = [image_to_array(image, width, height) for image in images]
-    return width, height, np.stack(arrays * request.n if len(arrays) == 1 else arrays)
-
-
-def resolve_size(request: ImageRequest, limits: Limits) -> tuple[int, int]:
+def resolve_size(request: ImageRequest, limits: Limits, first_input: Image.Image | None) -> tuple[int, int]:
+    """`width`/`height` when given, else `size`, else (img2img) the first input image's size rounded
+    down to the model's multiple, else the model's default size."""
+    if request.width is None and request.height is None and request.size is None and first_input is not None:
+        width, height = (_fit(side, limits) for side in first_input.size)
+        return width, height
     if (request.width is None) != (request.height is None):
         raise InvalidParameter("Give both `width` and `height`, or neither.", param="width")
     if request.width is not None and request.height is not None:

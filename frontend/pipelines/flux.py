@@ -101,7 +101,7 @@ class FluxPipeline(DiffusionPipeline):
         clock = InferenceClock()
         latent_height, latent_width = job.height // self.vae_scale_factor, job.width // self.vae_scale_factor
         prompts = [job.prompt] if job.negative_prompt is None else [job.prompt, job.negative_prompt]
-        pooled, prompt_embeds, truncated = await self.encode_prompts(prompts, clock)
+        pooled, prompt_embeds, truncated = await self.encode_prompts(prompts, job.caller, clock)
         sigmas, timesteps = self.scheduler.schedule(job.steps, (latent_height // PACKING) * (latent_width // PACKING))
         start = 0
         noise = noise_batch(job.seeds, (self.latent_channels, latent_height, latent_width))
@@ -122,6 +122,10 @@ class FluxPipeline(DiffusionPipeline):
             self.triton, self._model("vae_decoder"), unpack_latents(latents, latent_height, latent_width), clock
         )
         return Generation(images=images, compute_seconds=clock.seconds, prompt_truncated=truncated)
+
+    def passes(self, job: GenerationJob) -> int:
+        """True CFG: the negative prompt's pass rides in the same denoiser call (`denoise`)."""
+        return 1 if job.negative_prompt is None else 2
 
     async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
         ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)

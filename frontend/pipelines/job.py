@@ -31,6 +31,9 @@ class GenerationJob:
     """LoRA adapters asked for: (registered name, scale)."""
     lora: LoraFactors | None = None
     """The adapters' factors packed for the denoiser (frontend/adapters.py); None: no adapter."""
+    caller: str = ""
+    """Who asked (the key or account, and the end user it names): the prompt cache keeps each
+    caller's prompts apart, so a cache hit's shorter time never tells one tenant another's prompt."""
 
 
 @dataclass(frozen=True)

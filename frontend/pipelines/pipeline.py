@@ -73,11 +73,18 @@ class DiffusionPipeline(ABC):
     def _model(self, component: str) -> str:
         return model_name(self.name, component)
 
-    async def encode_prompts(self, prompts: list[str], clock: InferenceClock) -> tuple[np.ndarray, np.ndarray, bool]:
+    @abstractmethod
+    def passes(self, job: GenerationJob) -> int:
+        """Denoiser rows per image and step: 2 where classifier-free guidance runs an unconditional
+        pass beside each image, else 1 (the work budget counts them)."""
+
+    async def encode_prompts(
+        self, prompts: list[str], caller: str, clock: InferenceClock
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
         """The family's two prompt tensors (`_encode_prompts`), one row per prompt, and whether a prompt
-        was truncated; prompts this version encoded before come from the cache."""
+        was truncated; prompts this caller had this version encode before come from the cache."""
         (first, second), truncated = await self.prompt_cache.encode(
-            self.name, self.triton.model_version, prompts, functools.partial(self._encode_prompts, clock=clock)
+            caller, self.name, self.triton.model_version, prompts, functools.partial(self._encode_prompts, clock=clock)
         )
         return first, second, truncated
 

@@ -113,28 +113,28 @@ class SDXLPipeline(DiffusionPipeline):
         clock = InferenceClock()
         sigmas, timesteps = self.scheduler.schedule(job.steps)
         start, latents = await self.prepare_latents(job, sigmas, clock)  # first: it may refuse `strength`
-        guided = job.guidance > 1  # StableDiffusionXLPipeline.do_classifier_free_guidance
-        prompt_embeds, pooled, truncated = await self.encode_prompt(job.prompt, job.negative_prompt, guided, clock)
+        prompt_embeds, pooled, truncated = await self.encode_prompt(job, clock)
         latents = await self.denoise(latents, prompt_embeds, pooled, job, sigmas, timesteps, start, clock, progress)
         images = await decode_latents(self.triton, self._model("vae_decoder"), latents, clock)
         return Generation(images=images, compute_seconds=clock.seconds, prompt_truncated=truncated)
 
-    async def encode_prompt(
-        self, prompt: str, negative_prompt: str | None, guided: bool, clock: InferenceClock
-    ) -> tuple[np.ndarray, np.ndarray, bool]:
+    def passes(self, job: GenerationJob) -> int:
+        return 2 if job.guidance > 1 else 1  # StableDiffusionXLPipeline.do_classifier_free_guidance
+
+    async def encode_prompt(self, job: GenerationJob, clock: InferenceClock) -> tuple[np.ndarray, np.ndarray, bool]:
         """(prompt embeddings, pooled embeddings, truncated): rows [unconditional, conditional] when guided.
 
         As StableDiffusionXLPipeline.encode_prompt, the unconditional row is zeros when no negative
         prompt is given and the checkpoint says force_zeros_for_empty_prompt, else the encoded
         negative prompt ("" when none).
         """
-        if not guided:
-            return await self.encode_prompts([prompt], clock)
-        if negative_prompt is None and self.force_zeros_for_empty_prompt:
-            embeds, pooled, truncated = await self.encode_prompts([prompt], clock)
+        if self.passes(job) == 1:
+            return await self.encode_prompts([job.prompt], job.caller, clock)
+        if job.negative_prompt is None and self.force_zeros_for_empty_prompt:
+            embeds, pooled, truncated = await self.encode_prompts([job.prompt], job.caller, clock)
             zeros = np.concatenate([np.zeros_like(embeds), embeds]), np.concatenate([np.zeros_like(pooled), pooled])
             return *zeros, truncated
-        return await self.encode_prompts([negative_prompt or "", prompt], clock)
+        return await self.encode_prompts([job.negative_prompt or "", job.prompt], job.caller, clock)
 
     async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
         ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)
