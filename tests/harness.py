@@ -46,6 +46,8 @@ class Server:
     port: int
     state_dir: Path
     log: Path
+    settings: Mapping[str, str]
+    """The `IMAGEGEN_*` variables it was started with: its store, its Triton, its limits."""
 
     @property
     def base_url(self) -> str:
@@ -63,15 +65,14 @@ def start_server(
     `IMAGEGEN_*` variables."""
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {
-        **own_environment(),
+    own_settings = {
         "IMAGEGEN_HOME": str(state_dir),
         "IMAGEGEN_API_KEY": api_key,
         "IMAGEGEN_TRITON_HTTP_PORT": "0",
         "IMAGEGEN_TRITON_METRICS_PORT": "0",
-        "PORT": str(port),
         **(settings or {}),
     }
+    env = {**own_environment(), **own_settings, "PORT": str(port)}
     log = state_dir / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -81,7 +82,7 @@ def start_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, which stop_server can kill whole
         )
-    server = Server(process, port, state_dir, log)
+    server = Server(process, port, state_dir, log, own_settings)
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -204,8 +205,9 @@ def denoised_samples(server: Server, denoiser: str) -> int:
 
 
 def imagegen(server: Server, *args: str, stdin: str | None = None) -> str:
-    """`imagegen ARGS` on the server's store, as an operator runs it beside the server; its output."""
-    env = {**own_environment(), "IMAGEGEN_HOME": str(server.state_dir)}
+    """`imagegen ARGS` beside the server, with its settings (its store among them), as an operator runs
+    it; its output."""
+    env = {**own_environment(), **server.settings}
     command = [str(Path(sys.executable).parent / "imagegen"), *args]
     return subprocess.run(command, env=env, input=stdin, capture_output=True, text=True, check=True).stdout
 

@@ -47,9 +47,8 @@ def replicas(
 
 
 @pytest.fixture
-def operator(replicas: list[Server], store_url: str, monkeypatch: pytest.MonkeyPatch) -> Server:
-    """A replica whose `imagegen` admin commands go to the shared store, as an operator sets them."""
-    monkeypatch.setenv("IMAGEGEN_STORE", store_url)
+def operator(replicas: list[Server]) -> Server:
+    """A replica, whose `imagegen` admin commands go to the shared store (its IMAGEGEN_STORE)."""
     return replicas[0]
 
 
