@@ -37,6 +37,8 @@ from frontend.api.images import create_images, get_progress
 from frontend.api.models import list_models
 from frontend.api.openapi import document, openapi_json
 from frontend.api.request_ids import REQUEST_ID_HEADER, RequestIds, current_request_id
+from frontend.api.security_headers import HEADERS as SECURITY_HEADERS
+from frontend.api.security_headers import SecurityHeaders
 from frontend.auth.credentials import Authenticator
 from frontend.auth.local_secrets import kept_secret, random_token
 from frontend.auth.sessions import Sessions
@@ -85,8 +87,8 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    # Answered outside RequestIds (by Starlette's ServerErrorMiddleware), so the id is added here.
-    headers = {REQUEST_ID_HEADER: current_request_id()}
+    # Answered outside every middleware (by Starlette's ServerErrorMiddleware): their headers are added here.
+    headers = {REQUEST_ID_HEADER: current_request_id(), **SECURITY_HEADERS}
     return error_response(InternalError("The server failed to process the request.", headers=headers))
 
 
@@ -165,6 +167,7 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
             Exception: handle_unexpected,
         },
         middleware=[
+            Middleware(SecurityHeaders),
             Middleware(RequestIds, metrics=metrics),
             Middleware(BodyLimits, max_body_bytes=settings.max_body_bytes),
         ],
