@@ -18,6 +18,16 @@ def record(message: str, *args: object, **extra: object) -> logging.LogRecord:
     return made
 
 
+def failed(message: str) -> logging.LogRecord:
+    """A record carrying a real traceback, as `log.exception` writes it."""
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        made = record(message)
+        made.exc_info = sys.exc_info()
+    return made
+
+
 def test_a_json_line_has_the_envelope_and_the_extra_fields() -> None:
     line = json.loads(JsonFormatter().format(record("%d images", 2, status=200, model="flux-schnell")))
     assert line["message"] == "2 images" and line["level"] == "WARNING" and line["logger"] == "imagegen.test"
@@ -28,12 +38,7 @@ def test_a_json_line_has_the_envelope_and_the_extra_fields() -> None:
 
 
 def test_a_traceback_stays_inside_its_json_line() -> None:
-    try:
-        raise RuntimeError("boom")
-    except RuntimeError:
-        failed = record("failed")
-        failed.exc_info = sys.exc_info()
-    output = JsonFormatter().format(failed)
+    output = JsonFormatter().format(failed("failed"))
     assert "\n" not in output
     assert "RuntimeError: boom" in json.loads(output)["exception"]
 
@@ -53,12 +58,7 @@ def test_control_characters_are_escaped_so_no_field_can_forge_a_line() -> None:
 
 
 def test_a_traceback_keeps_its_own_lines_in_text() -> None:
-    try:
-        raise RuntimeError("boom")
-    except RuntimeError:
-        failed = record("failed\nforged")
-        failed.exc_info = sys.exc_info()
-    first, *traceback = TextFormatter().format(failed).splitlines()
+    first, *traceback = TextFormatter().format(failed("failed\nforged")).splitlines()
     assert first.endswith(r"failed\nforged") and traceback[-1] == "RuntimeError: boom"
 
 
