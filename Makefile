@@ -17,7 +17,7 @@ BENCH_REPO := $(BENCH_ROOT)/model_repository
 BENCH_MODELS := $(BENCH_REPO)/flux-schnell-bench_transformer/1/model.onnx $(BENCH_REPO)/flux-schnell_transformer/1/model.onnx
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: serve test check model bench clean postgresql
+.PHONY: serve test test-real check model bench clean postgresql
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -62,6 +62,12 @@ postgresql:
 
 test: check $(NODE_SDK) $(CHROMIUM) postgresql
 	$(BIN)/pytest
+
+# The real-width presets (export/real_width.py) exported in FP32, served at 256x256 and compared with
+# diffusers: gigabytes of weights and minutes of export, hence apart from `test`. The exports are
+# kept in .imagegen/test-cache between runs.
+test-real: $(STAMP)
+	IMAGEGEN_TEST_CACHE=.imagegen/test-cache $(BIN)/pytest -m real_width tests/e2e/test_real_width.py
 
 # The benchmark preset (a wider transformer, `imagegen tiny --preset bench`) and the tiny default,
 # each exported into the bench repository under its model id.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -15,8 +16,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from export import flux, sdxl
+from export.hub import resolve_checkpoint
+from export.loading import TORCH_DTYPES, load_module
 from export.lora import DEFAULT_RANK
-from export.onnx import export_onnx
+from export.onnx import export_component
+from export.report import ComponentReport
 from export.repository import (
     onnx_model_config,
     pipeline_parameters,
@@ -76,38 +80,48 @@ def write_shared_config(repository: Path, config: pb.ModelConfig, version: int) 
 
 
 def export_checkpoint(
-    checkpoint: Path,
+    checkpoint: Path | str,
     name: str,
     repository: Path,
     version: int = 1,
     lora_rank: int = DEFAULT_RANK,
     engine: Literal["onnx", "tensorrt"] = "onnx",
     precision: Precision = "bf16",
-) -> None:
-    """Export every component of `checkpoint` as version `version` of the pipeline `name`, its
-    denoiser with LoRA branches of rank `lora_rank` (export/lora.py; 0: none). `engine` tensorrt
-    also builds each component's ONNX into a TensorRT plan of `precision`, which its config serves."""
+    dtype: Precision = "fp32",
+) -> list[ComponentReport]:
+    """Export every component of `checkpoint` (a diffusers folder, or a Hub id: export/hub.py) as
+    version `version` of the pipeline `name`, its denoiser with LoRA branches of rank `lora_rank`
+    (export/lora.py; 0: none), its ONNX weights in `dtype` (FP32 at the graph boundary; components
+    that overflow FP16 stay FP32 for fp16). `engine` tensorrt also builds each component's ONNX into
+    a TensorRT plan of `precision`, which its config serves. One component's weights are in memory at
+    a time; returns what each cost."""
     if engine == "tensorrt":
         require_tensorrt()
+    checkpoint = resolve_checkpoint(checkpoint)
     index = read_model_index(checkpoint)
     family = FAMILIES[index["_class_name"]]
     started = time.perf_counter()
-    modules = family.module.load_modules(checkpoint, lora_rank)
-    components, metadata = family.module.describe(modules)
+    # Shapes only (meta tensors): the contracts and metadata need no weights.
+    components, metadata = family.module.describe(family.module.load_modules(checkpoint, lora_rank, weights=False))
     metadata.update(pipeline_options(index))
     metadata["scheduler"] = json.loads((checkpoint / "scheduler" / "scheduler_config.json").read_text())
     steps = len(components) + 1
+    reports = []
     for number, component in enumerate(components, start=1):
         log.info("[%d/%d] exporting %s", number, steps, component.name)
+        if dtype == "fp16" and component.overflows_fp16:
+            log.warning("%s stays FP32: its activations overflow FP16 (--dtype bf16 halves it)", component.name)
         parameters = pipeline_parameters(metadata) if component.name == family.denoiser else None
         config = onnx_model_config(name, component, parameters)
         plan = plan_build(config, component, metadata, precision) if engine == "tensorrt" else None
         folder = write_shared_config(repository, plan.config if plan else config, version)
-        export_onnx(
-            modules[component.name], component, folder / str(version) / "model.onnx", fused_attention=plan is None
+        onnx_path = folder / str(version) / "model.onnx"
+        load = functools.partial(
+            load_module, family.module.SOURCES, component.name, checkpoint, lora_rank, TORCH_DTYPES[dtype]
         )
+        reports.append(export_component(load, component, onnx_path, dtype, fused_attention=plan is None))
         if plan is not None:
-            build_plan(plan, folder / str(version) / "model.onnx", folder / str(version) / PLAN_FILE)
+            build_plan(plan, onnx_path, folder / str(version) / PLAN_FILE)
     log.info("[%d/%d] exporting tokenizers", steps, steps)
     encoders: dict[str, int] = metadata["text_encoders"]
     folder = write_shared_config(repository, tokenizer_model_config(name, encoders), version)
@@ -116,3 +130,4 @@ def export_checkpoint(
             checkpoint / TOKENIZER_FOLDERS[encoder], max_length, folder / str(version) / encoder / "tokenizer.json"
         )
     log.info("exported %s to %s (version %d) in %.0f s", name, repository, version, time.perf_counter() - started)
+    return reports

@@ -47,6 +47,9 @@ class Component:
     specialised into the graph and other batch sizes then fail in a Reshape."""
     max_batch_size: int = 16
     dynamic_batching: bool = True
+    overflows_fp16: bool = False
+    """Its activations pass FP16's 65,504 (FLUX's transformer, T5, SDXL's VAE): `--dtype fp16` keeps
+    it in FP32, where bf16 (FP32's range) serves it at half the size."""
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """Input name -> {axis: dynamic axis name}, shared names meaning equal sizes."""

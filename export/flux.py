@@ -13,7 +13,9 @@ import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
 from transformers import CLIPTextModel, T5EncoderModel
 
+from export import loading
 from export.components import BATCH, Component, TensorSpec
+from export.loading import Source
 from export.lora import DEFAULT_RANK, LowRankFactors, add_low_rank_branches, lora_inputs, lora_metadata
 from export.vae import VaeDecoder, VaeEncoder, vae_components
 
@@ -82,19 +84,23 @@ class FluxDenoiser(torch.nn.Module):
         )[0]
 
 
-def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK) -> dict[str, torch.nn.Module]:
-    """Component name -> wrapped module, loaded in float32 from a diffusers FLUX folder; the
-    transformer with LoRA branches of rank `lora_rank` (none for 0)."""
-    transformer = FluxTransformer2DModel.from_pretrained(checkpoint, subfolder="transformer", torch_dtype=torch.float32)
-    factors = add_low_rank_branches(transformer, lora_rank) if lora_rank else None
-    vae = AutoencoderKL.from_pretrained(checkpoint, subfolder="vae")
-    return {
-        "text_encoder": ClipPooled(CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder")),
-        "text_encoder_2": T5Hidden(T5EncoderModel.from_pretrained(checkpoint, subfolder="text_encoder_2")),
-        "transformer": FluxDenoiser(transformer, factors),
-        "vae_decoder": VaeDecoder(vae),
-        "vae_encoder": VaeEncoder(vae),
-    }
+def _denoiser(transformer: FluxTransformer2DModel, lora_rank: int) -> FluxDenoiser:
+    return FluxDenoiser(transformer, add_low_rank_branches(transformer, lora_rank) if lora_rank else None)
+
+
+SOURCES: dict[str, Source] = {
+    "text_encoder": Source("text_encoder", CLIPTextModel, lambda model, _: ClipPooled(model)),
+    "text_encoder_2": Source("text_encoder_2", T5EncoderModel, lambda model, _: T5Hidden(model)),
+    "transformer": Source("transformer", FluxTransformer2DModel, _denoiser),
+    "vae_decoder": Source("vae", AutoencoderKL, lambda model, _: VaeDecoder(model)),
+    "vae_encoder": Source("vae", AutoencoderKL, lambda model, _: VaeEncoder(model)),
+}
+"""Component name -> its module in a diffusers FLUX folder; the transformer with LoRA branches of the
+rank budget (none for 0)."""
+
+
+def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK, weights: bool = True) -> dict[str, torch.nn.Module]:
+    return loading.load_modules(SOURCES, checkpoint, lora_rank, weights)
 
 
 def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...], dict[str, Any]]:
@@ -131,6 +137,7 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
             inputs=(TensorSpec("input_ids", "INT64", (BATCH, "t5_tokens")),),
             outputs=(TensorSpec("prompt_embeds", "FP32", (BATCH, "t5_tokens", t5.d_model)),),
             sample_sizes={BATCH: 2, "t5_tokens": 32},
+            overflows_fp16=True,  # T5 v1.1's feed-forward activations (why transformers keeps `wo` in FP32)
         ),
         Component(
             name="transformer",
@@ -139,8 +146,9 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
             outputs=(TensorSpec("noise_pred", "FP32", (BATCH, "image_tokens", channels)),),
             sample_sizes={BATCH: 2, "image_tokens": 64, "text_tokens": 32},
             max_batch_size=DENOISER_MAX_BATCH,
+            overflows_fp16=True,  # its residual stream: diffusers clips the single blocks' FP16 output
         ),
-        *vae_components(vae.latent_channels),
+        *vae_components(vae),
     )
     metadata = {
         "family": FAMILY,

@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import gc
 import logging
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
 import torch
+from onnx.reference import ReferenceEvaluator
+from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NotImplementedByOnnxRuntime
+from onnxscript.rewriter._matcher import SimplePatternMatcher
 
 from export.attention import fused_attention_translation
 from export.components import Component, TensorSpec
+from export.loading import TORCH_DTYPES
+from export.report import ComponentReport, measured
+from export.tensorrt import Precision
 
 log = logging.getLogger(__name__)
 
-PROTOBUF_LIMIT_BYTES = 2 * 1024**3
-"""A single ONNX protobuf cannot exceed 2 GB: larger models (a real FLUX transformer) keep their
-weights in an external data file next to `model.onnx`."""
+EXTERNAL_DATA_BYTES = 64 * 2**20
+"""Weights past this size go to an external data file next to `model.onnx`, written tensor by tensor:
+a protobuf holds at most 2 GB (a real FLUX transformer is 48 GB), and building one in memory costs
+about four copies of the weights (graph, message, serialised bytes) where the file costs none."""
+
+
+DEFAULT_OPSET = 18
+BFLOAT16_OPSET = 22
+
+
+REFERENCE_EVALUATOR_BYTES = 2**30
+"""The largest graph checked with ONNX's reference evaluator, which runs in numpy (no BLAS for
+bfloat16): minutes at this size, hours for a real FLUX transformer."""
 
 
 def sample_inputs(component: Component) -> dict[str, torch.Tensor]:
@@ -38,15 +56,101 @@ def export_onnx(module: torch.nn.Module, component: Component, path: Path, fused
     """Write `path` (and its external data when large); return the max |torch - onnxruntime| over the
     outputs on the sample inputs. `fused_attention`: ONNX Runtime's fused attention op (attention.py),
     else standard ONNX only, as TensorRT needs."""
-    module = module.eval()
     inputs = sample_inputs(component)
+    expected = write_onnx(module, component, path, inputs, fused_attention)
+    return max_onnx_error(path, inputs, expected)
+
+
+def export_component(
+    load: Callable[[], torch.nn.Module],
+    component: Component,
+    path: Path,
+    dtype: Precision = "fp32",
+    fused_attention: bool = True,
+) -> ComponentReport:
+    """Load, export and free one component, then check its ONNX against torch: at most the weights,
+    the exporter's references to them and ONNX Runtime's copy after the weights are freed are ever in
+    memory (the report's peak RSS says how much that was)."""
+    dtype = "fp32" if dtype == "fp16" and component.overflows_fp16 else dtype
+    # ONNX Runtime's fused attention has no bfloat16 kernel on the CPU; TensorRT fuses the standard graph.
+    fused_attention = fused_attention and dtype != "bf16"
+    report = ComponentReport(component.name, dtype, files=[path, path.with_name(path.name + ".data")])
+    with measured(report) as progress:
+        progress.set_postfix_str("loading weights")
+        module = at_float32_boundary(load(), TORCH_DTYPES[dtype])
+        report.parameters = sum(parameter.numel() for parameter in module.parameters())
+        progress.update()
+        progress.set_postfix_str("tracing and writing ONNX")
+        inputs = sample_inputs(component)
+        expected = write_onnx(module, component, path, inputs, fused_attention)
+        del module
+        release_exporter_state()
+        progress.update()
+        progress.set_postfix_str("checking with ONNX Runtime")
+        report.max_error = max_onnx_error(path, inputs, expected)
+        progress.update()
+    log.info(
+        "exported %s (%s, %.1f M parameters) in %.1f s, max |torch - onnx| = %.2e",
+        component.name,
+        dtype,
+        report.parameters / 1e6,
+        report.seconds,
+        report.max_error,
+    )
+    return report
+
+
+def release_exporter_state() -> None:
+    """Free what the exporter keeps of the last graph. onnxscript's rewrite rules (0.7) are module-level
+    objects whose matchers keep the last graph they looked at (`_graph`, `_current_node`, `_match`), and
+    with it its weights: each component's weights would outlive it, one more copy in memory each."""
+    for matcher in [obj for obj in gc.get_objects() if isinstance(obj, SimplePatternMatcher)]:
+        matcher._init_match(verbose=0)
+        matcher._graph = None
+    gc.collect()
+
+
+def at_float32_boundary(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`module` in `dtype` behind FP32 inputs and outputs, as Triton's configs and the frontend expect:
+    floating inputs are cast on the way in and floating outputs on the way out (hooks, which the
+    exporter traces, keep the module's own signature); integer tensors pass as they are."""
+    module = module.to(dtype)
+    if dtype == torch.float32:
+        return module
+
+    def cast_inputs(_: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return tuple(_cast(arg, dtype) for arg in args), {name: _cast(value, dtype) for name, value in kwargs.items()}
+
+    def cast_outputs(_: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        if isinstance(output, tuple):
+            return tuple(_cast(value, torch.float32) for value in output)
+        return _cast(output, torch.float32)
+
+    module.register_forward_pre_hook(cast_inputs, with_kwargs=True)
+    module.register_forward_hook(cast_outputs, with_kwargs=True)
+    return module
+
+
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+
+def write_onnx(
+    module: torch.nn.Module,
+    component: Component,
+    path: Path,
+    inputs: dict[str, torch.Tensor],
+    fused_attention: bool = True,
+) -> tuple[torch.Tensor, ...]:
+    """Trace `module` on `inputs` into `path`, weights past protobuf's limit in `model.onnx.data`
+    written tensor by tensor; torch's outputs on `inputs`, to check the ONNX against."""
+    module = module.eval()
     axes = {name: torch.export.Dim(name, min=1) for name in _axis_names(component)}
     dynamic_shapes = {
         name: {axis: axes[axis_name] for axis, axis_name in mapping.items()}
         for name, mapping in component.dynamic_axes().items()
     }
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    started = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         expected = module(**inputs)
@@ -58,27 +162,50 @@ def export_onnx(module: torch.nn.Module, component: Component, path: Path, fused
             input_names=[t.name for t in component.inputs],
             output_names=[t.name for t in component.outputs],
             dynamic_shapes=dynamic_shapes,
-            external_data=weight_bytes > PROTOBUF_LIMIT_BYTES,
+            external_data=weight_bytes > EXTERNAL_DATA_BYTES,
             dynamo=True,
             custom_translation_table=fused_attention_translation() if fused_attention else None,
+            opset_version=opset_version(module),
             verbose=False,
         )
-    expected = (expected,) if isinstance(expected, torch.Tensor) else expected
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    actual = session.run(None, {name: t.numpy() for name, t in inputs.items()})
+    return (expected,) if isinstance(expected, torch.Tensor) else tuple(expected)
+
+
+def opset_version(module: torch.nn.Module) -> int:
+    """The exporter's opset (18), or 22 for bfloat16 weights: Conv and several other ops accept
+    bfloat16 only from opset 22 on, and an opset-18 graph of a bf16 VAE is invalid."""
+    bfloat16 = any(parameter.dtype == torch.bfloat16 for parameter in module.parameters())
+    return BFLOAT16_OPSET if bfloat16 else DEFAULT_OPSET
+
+
+def max_onnx_error(path: Path, inputs: dict[str, torch.Tensor], expected: tuple[torch.Tensor, ...]) -> float:
+    """max |torch - ONNX| over the outputs (NaN where no runtime here can run the graph)."""
+    actual = run_onnx(path, {name: t.numpy() for name, t in inputs.items()})
+    if actual is None:
+        return float("nan")
     # In float64: a uint8 difference would wrap around.
-    error = max(
+    return max(
         float(np.abs(a.astype(np.float64) - e.numpy().astype(np.float64)).max())
         for a, e in zip(actual, expected, strict=True)
     )
-    log.info(
-        "exported %s (%.1f MB) in %.1f s, max |torch - onnx| = %.2e",
-        component.name,
-        weight_bytes / 1e6,
-        time.perf_counter() - started,
-        error,
-    )
-    return error
+
+
+def run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray] | None:
+    """The graph's outputs from ONNX Runtime's CPU provider, or, for what it has no CPU kernels for
+    (bfloat16), from ONNX's reference evaluator (numpy) when the weights are small enough for it to
+    finish; None when neither applies."""
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except NotImplementedByOnnxRuntime as error:
+        weights = path.stat().st_size + sum(data.stat().st_size for data in path.parent.glob(f"{path.name}.data"))
+        if weights > REFERENCE_EVALUATOR_BYTES:
+            log.warning("%s is not checked: %s", path, str(error).splitlines()[0])
+            return None
+        # T5's relative position buckets take log(0) = -inf for a token's own position and cast it to an
+        # integer a `where` then discards, as torch does silently.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return list(ReferenceEvaluator(str(path)).run(None, feeds))
+    return list(session.run(None, feeds))
 
 
 def _axis_names(component: Component) -> set[str]:

@@ -14,7 +14,9 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+from export import loading
 from export.components import BATCH, Component, TensorSpec
+from export.loading import Source
 from export.lora import DEFAULT_RANK, LowRankFactors, add_low_rank_branches, lora_inputs, lora_metadata
 from export.vae import VaeDecoder, VaeEncoder, vae_components
 
@@ -77,28 +79,32 @@ class SdxlDenoiser(torch.nn.Module):
             sample,
             timestep.reshape(-1),
             encoder_hidden_states=encoder_hidden_states,
-            added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids},
+            # In FP32 whatever the weights: the UNet concatenates them with its FP32 time-id embeddings, a
+            # type promotion torch makes and the ONNX exporter does not (FP16 graphs failed to load).
+            added_cond_kwargs={"text_embeds": text_embeds.to(torch.float32), "time_ids": time_ids},
             return_dict=False,
         )[0]
 
 
-def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK) -> dict[str, torch.nn.Module]:
-    """Component name -> wrapped module, loaded in float32 (the exported contract) whatever the files
-    hold; the UNet with LoRA branches of rank `lora_rank` (none for 0)."""
-    vae = AutoencoderKL.from_pretrained(checkpoint, subfolder="vae", torch_dtype=torch.float32)
-    unet = UNet2DConditionModel.from_pretrained(checkpoint, subfolder="unet", torch_dtype=torch.float32)
-    factors = add_low_rank_branches(unet, lora_rank) if lora_rank else None
-    text_encoder = CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder", dtype=torch.float32)
-    text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
-        checkpoint, subfolder="text_encoder_2", dtype=torch.float32
-    )
-    return {
-        "text_encoder": ClipPenultimate(text_encoder),
-        "text_encoder_2": ClipPenultimateAndPooled(text_encoder_2),
-        "unet": SdxlDenoiser(unet, factors),
-        "vae_decoder": VaeDecoder(vae),
-        "vae_encoder": VaeEncoder(vae),
-    }
+def _denoiser(unet: UNet2DConditionModel, lora_rank: int) -> SdxlDenoiser:
+    return SdxlDenoiser(unet, add_low_rank_branches(unet, lora_rank) if lora_rank else None)
+
+
+SOURCES: dict[str, Source] = {
+    "text_encoder": Source("text_encoder", CLIPTextModel, lambda model, _: ClipPenultimate(model)),
+    "text_encoder_2": Source(
+        "text_encoder_2", CLIPTextModelWithProjection, lambda model, _: ClipPenultimateAndPooled(model)
+    ),
+    "unet": Source("unet", UNet2DConditionModel, _denoiser),
+    "vae_decoder": Source("vae", AutoencoderKL, lambda model, _: VaeDecoder(model)),
+    "vae_encoder": Source("vae", AutoencoderKL, lambda model, _: VaeEncoder(model)),
+}
+"""Component name -> its module in a diffusers SDXL folder; the UNet with LoRA branches of the rank
+budget (none for 0)."""
+
+
+def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK, weights: bool = True) -> dict[str, torch.nn.Module]:
+    return loading.load_modules(SOURCES, checkpoint, lora_rank, weights)
 
 
 def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...], dict[str, Any]]:
@@ -145,7 +151,7 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
             sample_sizes={BATCH: 2, "latent_height": 16, "latent_width": 16, "text_tokens": 32},
             max_batch_size=UNET_MAX_BATCH,
         ),
-        *vae_components(vae.latent_channels),
+        *vae_components(vae),
     )
     metadata = {
         "family": FAMILY,

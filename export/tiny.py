@@ -249,13 +249,9 @@ def build_vae(
     )
 
 
-def build_flux(seed: int, dev: bool, bench: bool = False) -> FluxPipeline:
-    """FLUX.1-schnell is timestep-distilled: no guidance embedding and no timestep shift. FLUX.1-dev
-    embeds the guidance scale and shifts its schedule with the image size (its scheduler config).
-    `bench`: the benchmark preset's larger transformer; every other component is the tiny one."""
-    tokenizer = build_clip_tokenizer()
-    tokenizer_2 = build_t5_tokenizer()
-    scheduler = FlowMatchEulerDiscreteScheduler(
+def flux_scheduler(dev: bool) -> FlowMatchEulerDiscreteScheduler:
+    """FLUX.1's scheduler configs: dev shifts its schedule with the image size, schnell does not."""
+    return FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000,
         shift=3.0 if dev else 1.0,
         use_dynamic_shifting=dev,
@@ -264,8 +260,31 @@ def build_flux(seed: int, dev: bool, bench: bool = False) -> FluxPipeline:
         base_image_seq_len=256,
         max_image_seq_len=4096,
     )
+
+
+def sdxl_scheduler() -> EulerDiscreteScheduler:
+    """SDXL base's scheduler config."""
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        interpolation_type="linear",
+        use_karras_sigmas=False,
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+
+
+def build_flux(seed: int, dev: bool, bench: bool = False) -> FluxPipeline:
+    """FLUX.1-schnell is timestep-distilled: no guidance embedding and no timestep shift. FLUX.1-dev
+    embeds the guidance scale and shifts its schedule with the image size (its scheduler config).
+    `bench`: the benchmark preset's larger transformer; every other component is the tiny one."""
+    tokenizer = build_clip_tokenizer()
+    tokenizer_2 = build_t5_tokenizer()
     return FluxPipeline(
-        scheduler=scheduler,
+        scheduler=flux_scheduler(dev),
         text_encoder=build_clip_text_encoder(tokenizer, seed),
         tokenizer=tokenizer,
         text_encoder_2=build_t5_encoder(tokenizer_2, seed),
@@ -319,17 +338,6 @@ def build_sdxl(seed: int) -> StableDiffusionXLPipeline:
     tokenizer_2 = build_clip_tokenizer(pad_token=CLIP_BANG)
     torch.manual_seed(seed + 1)
     text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(tokenizer_2))
-    scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        interpolation_type="linear",
-        use_karras_sigmas=False,
-        timestep_spacing="leading",
-        steps_offset=1,
-    )
     return StableDiffusionXLPipeline(
         vae=build_vae(seed, SDXL_VAE_LATENT_CHANNELS, quant_convs=True, scaling_factor=SDXL_VAE_SCALING_FACTOR),
         text_encoder=build_clip_text_encoder(tokenizer, seed),
@@ -337,7 +345,7 @@ def build_sdxl(seed: int) -> StableDiffusionXLPipeline:
         tokenizer=tokenizer,
         tokenizer_2=tokenizer_2,
         unet=build_sdxl_unet(seed),
-        scheduler=scheduler,
+        scheduler=sdxl_scheduler(),
         force_zeros_for_empty_prompt=True,
     )
 
@@ -356,19 +364,27 @@ BUILDERS: dict[str, Callable[[int], DiffusionPipeline]] = {
     "sdxl": build_sdxl,
 }
 FAMILIES: tuple[str, ...] = tuple(BUILDERS)
-PRESETS: dict[str, dict[str, Callable[[int], DiffusionPipeline]]] = {
-    "tiny": BUILDERS,
-    # For `make bench`: a denoiser whose steps dominate a request, as on a GPU (benchmarks/).
-    "bench": {"flux-schnell": functools.partial(build_flux, dev=False, bench=True)},
-}
+
+
+def presets() -> dict[str, dict[str, Callable[[int], DiffusionPipeline]]]:
+    """Preset name -> family -> builder. real_width.py builds on this module, hence imported here."""
+    from export.real_width import REAL_WIDTH
+
+    return {
+        "tiny": BUILDERS,
+        # For `make bench`: a denoiser whose steps dominate a request, as on a GPU (benchmarks/).
+        "bench": {"flux-schnell": functools.partial(build_flux, dev=False, bench=True)},
+        # The published widths, depth cut (real_width.py): the real path's shapes and file sizes.
+        "real-width": REAL_WIDTH,
+    }
 
 
 def build_tiny_checkpoint(family: str, out: Path, seed: int = 0, preset: str = "tiny") -> Path:
     """Write a `family` checkpoint of the `preset` size to `out` in diffusers format; same seed, same
     weight bytes."""
-    builders = PRESETS.get(preset)
+    builders = presets().get(preset)
     if builders is None:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(presets())}")
     if family not in builders:
         raise ValueError(
             f"unknown model family {family!r} for preset {preset!r}; expected one of {', '.join(builders)}"

@@ -8,6 +8,8 @@ SDXL: scaling only).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers import AutoencoderKL
 
@@ -31,7 +33,8 @@ class VaeDecoder(torch.nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         latent = latent / self.scaling_factor + self.shift_factor
-        image = self.vae.decode(latent, return_dict=False)[0]
+        # Pixels are rounded in FP32 whatever the weights' dtype: bf16 cannot tell 254 from 255.
+        image = self.vae.decode(latent, return_dict=False)[0].to(torch.float32)
         image = (image / 2 + 0.5).clamp(0, 1)
         return (image * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
 
@@ -55,9 +58,11 @@ class VaeEncoder(torch.nn.Module):
         return mean, distribution.std * self.scaling_factor
 
 
-def vae_components(latent_channels: int) -> tuple[Component, Component]:
-    """The `vae_decoder` and `vae_encoder` models, for `VaeDecoder` and `VaeEncoder`."""
-    latent = (BATCH, latent_channels, "latent_height", "latent_width")
+def vae_components(config: Any) -> tuple[Component, Component]:
+    """The `vae_decoder` and `vae_encoder` models, for `VaeDecoder` and `VaeEncoder` of the VAE of
+    `config`; its `force_upcast` is diffusers' own mark of a VAE that overflows FP16 (SDXL's)."""
+    latent = (BATCH, config.latent_channels, "latent_height", "latent_width")
+    overflows_fp16 = bool(config.get("force_upcast", True))
     image = (BATCH, 3, "height", "width")
     decoder = Component(
         name="vae_decoder",
@@ -65,6 +70,7 @@ def vae_components(latent_channels: int) -> tuple[Component, Component]:
         inputs=(TensorSpec("latent", "FP32", latent),),
         outputs=(TensorSpec("image", "UINT8", (BATCH, "height", "width", 3)),),
         sample_sizes={BATCH: 2, "latent_height": 16, "latent_width": 16},
+        overflows_fp16=overflows_fp16,
     )
     encoder = Component(
         name="vae_encoder",
@@ -72,5 +78,6 @@ def vae_components(latent_channels: int) -> tuple[Component, Component]:
         inputs=(TensorSpec("image", "FP32", image),),
         outputs=(TensorSpec("latent_mean", "FP32", latent), TensorSpec("latent_std", "FP32", latent)),
         sample_sizes={BATCH: 2, "height": 128, "width": 128},
+        overflows_fp16=overflows_fp16,
     )
     return decoder, encoder

@@ -53,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument(
         "--precision", choices=("bf16", "fp16", "fp32"), default="bf16", help="TensorRT plans' precision (README)"
     )
+    export.add_argument(
+        "--dtype",
+        choices=("fp32", "fp16", "bf16"),
+        default="fp32",
+        help="the ONNX weights' precision, FP32 at the graph boundary; fp16 keeps overflowing components FP32 (README)",
+    )
 
     safety = commands.add_parser("safety-model", help="write the image-safety classifier into a model repository")
     safety.add_argument("--repository", type=Path, required=True)
@@ -103,15 +109,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from export.checkpoint import export_checkpoint
 
             rank = {} if args.lora_rank is None else {"lora_rank": args.lora_rank}
-            export_checkpoint(
+            from export.report import summary_table
+
+            reports = export_checkpoint(
                 args.checkpoint,
                 args.name,
                 args.repository,
                 args.version,
                 engine=args.engine,
                 precision=args.precision,
+                dtype=args.dtype,
                 **rank,
             )
+            print(summary_table(reports))
         elif args.command == "tiny-lora":
             from export.lora import build_tiny_lora
 

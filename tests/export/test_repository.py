@@ -66,7 +66,7 @@ def test_large_models_keep_weights_in_external_data(
     modules = flux.load_modules(tiny_checkpoint)
     components, _ = flux.describe(modules)
     vae = next(component for component in components if component.name == "vae_decoder")
-    monkeypatch.setattr(onnx, "PROTOBUF_LIMIT_BYTES", 0)
+    monkeypatch.setattr(onnx, "EXTERNAL_DATA_BYTES", 0)
     error = onnx.export_onnx(modules["vae_decoder"], vae, tmp_path / "1" / "model.onnx")
     assert (tmp_path / "1" / "model.onnx.data").stat().st_size > 100_000
     assert error <= 1  # uint8 pixels: a float difference can tip a value to its neighbour when rounded
