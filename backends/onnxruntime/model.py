@@ -8,6 +8,7 @@ so a config saying ``backend: "onnxruntime"`` or ``platform: "onnxruntime_onnx"`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,22 @@ def session_options(config: dict[str, Any]) -> ort.SessionOptions:
     return options
 
 
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+"""In order of preference: TensorRT's (fused kernels, where onnxruntime-gpu finds TensorRT's libraries),
+then CUDA's. `pip install 'imagegen[gpu]'` brings onnxruntime-gpu, which offers them."""
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def execution_providers(available: Sequence[str], parameters: dict[str, Any]) -> list[str]:
+    """The providers a session asks for: the GPU ones this ONNX Runtime offers, then the CPU's, which
+    runs what they cannot (and everything on a host without a GPU build). A model's config may name its
+    own list in the `execution_providers` parameter (comma-separated), e.g. to keep one on the CPU."""
+    named = parameters.get("execution_providers", {}).get("string_value")
+    wanted = [name.strip() for name in named.split(",")] if named else [*GPU_PROVIDERS, CPU_PROVIDER]
+    chosen = [name for name in wanted if name in available]
+    return chosen if CPU_PROVIDER in chosen else [*chosen, CPU_PROVIDER]
+
+
 class TritonPythonModel:
     """Runs one ONNX model with an ONNX Runtime CPU session, batching what Triton's batcher queued."""
 
@@ -67,7 +84,12 @@ class TritonPythonModel:
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model file not found: {path}")
         # Loading from the path (not bytes) lets ORT find external data files next to the model.
-        self._session = ort.InferenceSession(str(path), session_options(config), providers=["CPUExecutionProvider"])
+        providers = execution_providers(ort.get_available_providers(), config.get("parameters", {}))
+        self._session = ort.InferenceSession(str(path), session_options(config), providers=providers)
+        # ONNX Runtime drops a provider it cannot start (no GPU, no TensorRT libraries): Triton's log says
+        # what runs.
+        running = ", ".join(self._session.get_providers())
+        pb_utils.Logger.log_info(f"{config['name']} runs on {running} (asked for {', '.join(providers)})")
         self._input_names = [i["name"] for i in config["input"]]
         self._output_names = [o["name"] for o in config["output"]]
         _check_types(config, self._session, path)
