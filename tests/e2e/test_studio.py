@@ -25,8 +25,9 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path(__file__).parents[1] / "artifacts" / "studio.png"
-"""The finished page, kept by CI as an artefact (README, Studio)."""
+SCREENSHOT = "studio.png"
+"""The finished page, saved in the test's own tmp_path (never in the repository), where CI keeps it
+as an artefact (README, Studio)."""
 PASSWORD = "studio password 123"
 
 
@@ -70,7 +71,9 @@ def sign_in(page: Page, server: Server, username: str) -> None:
     expect(page.get_by_text(username, exact=True)).to_be_visible()
 
 
-def test_sign_in_generate_download_and_sign_out(page: Page, server: Server, studio_account: str) -> None:
+def test_sign_in_generate_download_and_sign_out(
+    page: Page, server: Server, studio_account: str, tmp_path: Path
+) -> None:
     sign_in(page, server, studio_account)
     page.get_by_label("Prompt", exact=True).fill("a lighthouse at dusk")
     page.get_by_label("Model").select_option("flux-schnell")
@@ -91,8 +94,7 @@ def test_sign_in_generate_download_and_sign_out(page: Page, server: Server, stud
     page.locator("#result summary").click()
     expect(page.locator("#result pre").first).to_contain_text('"seed": 7')
     expect(page.locator("#history figure")).to_have_count(1)
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=SCREENSHOT, full_page=True)
+    page.screenshot(path=tmp_path / SCREENSHOT, full_page=True)
 
     page.get_by_role("button", name="Clear history").click()
     expect(page.locator("#history figure")).to_have_count(0)
