@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from PIL import Image
 from frontend.pipelines.flux import img2img_start, initial_latents, pack_latents
 from frontend.pipelines.noise import noise_batch, posterior_noise
 from tests.e2e.images import AUTH, assert_matches, decode, png_base64, post, served_images
-from tests.harness import API_KEY, Server, embedded_triton_url
+from tests.harness import API_KEY, Server, embedded_triton_url, serving
 
 PROMPT = "a gnarled oak tree in a misty meadow, morning light"
 
@@ -211,7 +212,17 @@ def test_decompression_bomb_is_refused(server: Server) -> None:
     assert (response.status_code, response.json()["error"]["param"]) == (400, "input_images")
 
 
-def test_n_images_share_one_denoiser_execution_per_step(server: Server) -> None:
+@pytest.fixture
+def counted_server(schnell_repository: Path, tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own: the exact counts it reads in Triton's statistics are moved by its
+    request alone, never by work another test left running on a shared server."""
+    with serving(schnell_repository, tmp_path) as running:
+        yield running
+
+
+def test_n_images_share_one_denoiser_execution_per_step(counted_server: Server) -> None:
+    server = counted_server
+
     def transformer_counts() -> tuple[int, int]:
         url = f"http://{embedded_triton_url(server)}/v2/models/flux-schnell_transformer/stats"
         stats = httpx.get(url).json()["model_stats"][0]
