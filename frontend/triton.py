@@ -7,11 +7,12 @@ client: it names internal models, addresses and files. Clients get a generic mes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -78,23 +79,21 @@ class TritonClient:
             tensor.set_data_from_numpy(array, binary_data=True)
             request.append(tensor)
         wanted = [InferRequestedOutput(name, binary_data=True) for name in outputs]
-        started = time.perf_counter()
         try:
-            result = await self._call(
-                self._client.infer(
-                    model,
-                    request,
-                    model_version=self.model_version,
-                    outputs=wanted,
-                    # The API request's id: Triton's trace records it, so one generation's calls are found.
-                    request_id=current_request_id(),
-                    headers=self._headers,
+            with clock.waiting():
+                result = await self._call(
+                    self._client.infer(
+                        model,
+                        request,
+                        model_version=self.model_version,
+                        outputs=wanted,
+                        # The API request's id: Triton's trace records it, so one generation's calls are found.
+                        request_id=current_request_id(),
+                        headers=self._headers,
+                    )
                 )
-            )
         except InferenceServerException as exc:
             raise _as_api_error(model, exc) from None
-        finally:
-            clock.seconds += time.perf_counter() - started
         return {name: result.as_numpy(name) for name in outputs}
 
     async def model_ready(self, model: str) -> bool:
@@ -163,10 +162,28 @@ class TritonClient:
 
 
 class InferenceClock:
-    """Seconds one generation spent waiting on Triton: the measured work that energy is billed from."""
+    """Seconds one generation spent waiting on Triton: the measured work that energy is billed from.
+
+    Time with several calls outstanding counts once (the two text encoders are called together), so
+    the seconds are a part of the generation's own, as `Server-Timing`'s `inference` says."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self._outstanding = 0
+        self._since = 0.0
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """One call to Triton, timed while it is outstanding."""
+        if not self._outstanding:
+            self._since = time.perf_counter()
+        self._outstanding += 1
+        try:
+            yield
+        finally:
+            self._outstanding -= 1
+            if not self._outstanding:
+                self.seconds += time.perf_counter() - self._since
 
 
 def _logged(subject: str, exc: InferenceServerException) -> str:
