@@ -29,7 +29,6 @@ a protobuf holds at most 2 GB (a real FLUX transformer is 48 GB), and building o
 about four copies of the weights (graph, message, serialised bytes) where the file costs none."""
 
 
-DEFAULT_OPSET = 18
 BFLOAT16_OPSET = 22
 
 
@@ -171,11 +170,11 @@ def write_onnx(
     return (expected,) if isinstance(expected, torch.Tensor) else tuple(expected)
 
 
-def opset_version(module: torch.nn.Module) -> int:
-    """The exporter's opset (18), or 22 for bfloat16 weights: Conv and several other ops accept
-    bfloat16 only from opset 22 on, and an opset-18 graph of a bf16 VAE is invalid."""
+def opset_version(module: torch.nn.Module) -> int | None:
+    """The exporter's default opset (20 with torch 2.13), or 22 for bfloat16 weights: Conv and several
+    other ops accept bfloat16 only from opset 22 on, and a bf16 VAE's graph is invalid before it."""
     bfloat16 = any(parameter.dtype == torch.bfloat16 for parameter in module.parameters())
-    return BFLOAT16_OPSET if bfloat16 else DEFAULT_OPSET
+    return BFLOAT16_OPSET if bfloat16 else None
 
 
 def max_onnx_error(path: Path, inputs: dict[str, torch.Tensor], expected: tuple[torch.Tensor, ...]) -> float:
