@@ -32,7 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     tiny.add_argument("--family", default="flux-schnell")
     tiny.add_argument("--out", type=Path, required=True)
     tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--preset", default="tiny", help="tiny, or bench: a larger denoiser for `make bench`")
+    tiny.add_argument(
+        "--preset",
+        default="tiny",
+        help="tiny; bench: a larger denoiser for `make bench`; real-width: the published widths, depth cut (GBs)",
+    )
 
     export = commands.add_parser("export", help="export a diffusers checkpoint folder into a Triton model repository")
     export.add_argument("--checkpoint", type=Path, required=True)
