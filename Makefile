@@ -15,6 +15,7 @@ CHROMIUM := /usr/bin/chromium
 BENCH_ROOT := .imagegen/bench
 BENCH_REPO := $(BENCH_ROOT)/model_repository
 BENCH_MODELS := $(BENCH_REPO)/flux-schnell-bench_transformer/1/model.onnx $(BENCH_REPO)/flux-schnell_transformer/1/model.onnx
+CLIP_WHEEL := .imagegen/wheels/open_clip_torch-3.3.0-py3-none-any.whl
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: serve test test-real check model bench clean postgresql
@@ -60,8 +61,13 @@ postgresql:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
-test: check $(NODE_SDK) $(CHROMIUM) postgresql
+test: check $(NODE_SDK) $(CHROMIUM) postgresql $(CLIP_WHEEL)
 	$(BIN)/pytest
+
+# CLIP's real BPE merges ship in the open-clip-torch wheel; installing it would pull torchvision and
+# another torch, so only the wheel is fetched, and export/clip_merges.py reads the file out of it.
+$(CLIP_WHEEL):
+	$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --dest $(dir $@) open-clip-torch==3.3.0
 
 # The real-width presets (export/real_width.py) exported in FP32, served at 256x256 and compared with
 # diffusers: gigabytes of weights and minutes of export, hence apart from `test`. The exports are

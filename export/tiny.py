@@ -127,10 +127,11 @@ def merge_pair(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
     return tuple(merged)
 
 
-def build_clip_tokenizer(pad_token: str = CLIP_EOS) -> CLIPTokenizer:
-    """Vocabulary laid out like OpenAI CLIP's: bytes, bytes + `</w>`, merges, then specials."""
+def build_clip_tokenizer(pad_token: str = CLIP_EOS, merges: list[tuple[str, str]] | None = None) -> CLIPTokenizer:
+    """Vocabulary laid out like OpenAI CLIP's: bytes, bytes + `</w>`, merges, then specials; `merges`:
+    CLIP's real ones (export/clip_merges.py), else a few learnt from CORPUS."""
     byte_symbols = list(bytes_to_unicode().values())
-    merges = learn_bpe_merges(corpus_words(), CLIP_NUM_MERGES)
+    merges = merges if merges is not None else learn_bpe_merges(corpus_words(), CLIP_NUM_MERGES)
     tokens = byte_symbols + [s + "</w>" for s in byte_symbols] + [a + b for a, b in merges]
     tokens = list(dict.fromkeys(tokens)) + [CLIP_BOS, CLIP_EOS]  # two merges can spell one token
     return CLIPTokenizer(
