@@ -57,6 +57,9 @@ T5_SPACE = "\u2581"
 T5_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-()/"
 # Unigram log-probabilities: whole words must beat spelling them out char by char.
 T5_CHAR_SCORE, T5_WORD_SCORE = -10.0, -5.0
+T5_FILLER_SCORE = -8.0
+T5_PIECES = 32000  # google/t5-v1_1-xxl's spiece.model
+T5_EXTRA_IDS = 100  # the sentinels after them: 32,100 tokens (the model's 32,128 rows round it up)
 
 TEXT_HIDDEN = 32
 TEXT_LAYERS = 2
@@ -142,12 +145,24 @@ def build_clip_tokenizer(pad_token: str = CLIP_EOS, merges: list[tuple[str, str]
     )
 
 
-def build_t5_tokenizer() -> PreTrainedTokenizerFast:
-    """SentencePiece-style Unigram with T5's special ids (`<pad>`=0, `</s>`=1, `<unk>`=2)."""
+def build_t5_tokenizer(real_size: bool = False) -> PreTrainedTokenizerFast:
+    """SentencePiece-style Unigram with T5's special ids (`<pad>`=0, `</s>`=1, `<unk>`=2). `real_size`:
+    T5's published layout, 32,000 pieces then `<extra_id_99>` ... `<extra_id_0>` (ids 32,000-32,099),
+    the pieces past the corpus' words being synthetic letter pairs and triples (no SentencePiece model
+    of T5's can be downloaded here): the vocabulary's size and ids, not its merges, are T5's."""
     words = sorted(set(corpus_words()))
     pieces = [(T5_PAD, 0.0), (T5_EOS, 0.0), (T5_UNK, 0.0), (T5_SPACE, T5_CHAR_SCORE)]
     pieces += [(c, T5_CHAR_SCORE) for c in T5_CHARS]
     pieces += [(T5_SPACE + w, T5_WORD_SCORE) for w in words]
+    extra_ids: list[str] = []
+    if real_size:
+        known = {piece for piece, _ in pieces}
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        fillers = ("".join(combo) for n in (2, 3) for combo in itertools.product(letters, repeat=n))
+        fresh = (piece for text in fillers for piece in (T5_SPACE + text, text) if piece not in known)
+        pieces += [(piece, T5_FILLER_SCORE) for piece in itertools.islice(fresh, T5_PIECES - len(pieces))]
+        extra_ids = [f"<extra_id_{n}>" for n in reversed(range(T5_EXTRA_IDS))]
+        pieces += [(token, 0.0) for token in extra_ids]
     tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -165,6 +180,7 @@ def build_t5_tokenizer() -> PreTrainedTokenizerFast:
         eos_token=T5_EOS,
         unk_token=T5_UNK,
         model_max_length=T5_MAX_LENGTH,
+        **({"additional_special_tokens": extra_ids} if extra_ids else {}),  # the tiny one's files as before
     )
 
 
