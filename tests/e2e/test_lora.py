@@ -64,8 +64,8 @@ LORA_SETTINGS = {
 
 
 def lora(server: Server, repository: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`imagegen lora ARGS` beside the running server, as an operator runs it."""
-    env = {**own_environment(), "IMAGEGEN_HOME": str(server.state_dir), "IMAGEGEN_MODEL_REPOSITORY": str(repository)}
+    """`imagegen lora ARGS` beside the running server, with its settings, as an operator runs it."""
+    env = {**own_environment(), **server.settings, "IMAGEGEN_MODEL_REPOSITORY": str(repository)}
     command = [str(Path(sys.executable).parent / "imagegen"), "lora", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
