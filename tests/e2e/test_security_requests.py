@@ -24,7 +24,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from frontend.api.openapi import document
-from tests.e2e.test_studio import PASSWORD, browser, page, sign_in  # noqa: F401 (fixtures)
+from tests.e2e.studio_page import PASSWORD, sign_in
 from tests.harness import (
     API_KEY,
     Server,
@@ -253,7 +253,7 @@ def generate_in_studio(studio: Page) -> None:
 
 
 def test_the_studio_keeps_history_per_account_and_forgets_it_at_sign_out(
-    page: Page,  # noqa: F811 (test_studio's fixture, imported above)
+    page: Page,
     server: Server,
 ) -> None:
     ann, ben = (f"history-{name}-{uuid.uuid4().hex[:8]}" for name in ("ann", "ben"))

@@ -4,51 +4,19 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Error, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
+from tests.e2e.studio_page import PASSWORD, sign_in
 from tests.harness import Server, imagegen
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package, which `make test` installs; Playwright downloads none
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = "studio.png"
 """The finished page, saved in the test's own tmp_path (never in the repository), where CI keeps it
 as an artefact (README, Studio)."""
-PASSWORD = "studio password 123"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # Playwright gives each context a fresh profile, the equivalent of a new --user-data-dir.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    errors: list[Error] = []
-    page.on("pageerror", lambda error: errors.append(error))
-    yield page
-    context.close()
-    assert errors == [], "the page's scripts raised"
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +29,6 @@ def studio_account(server: Server) -> str:
 def free_account(server: Server) -> str:
     imagegen(server, "accounts", "create", "free-user", "--plan", "free", "--password-stdin", stdin=PASSWORD)
     return "free-user"
-
-
-def sign_in(page: Page, server: Server, username: str) -> None:
-    page.goto(f"{server.root}/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text(username, exact=True)).to_be_visible()
 
 
 def test_sign_in_generate_download_and_sign_out(
