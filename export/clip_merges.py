@@ -9,6 +9,7 @@ the package would pull torchvision and another torch, so `make` fetches the whee
 from __future__ import annotations
 
 import gzip
+import os
 import zipfile
 from pathlib import Path
 
@@ -16,6 +17,20 @@ MERGES_FILE = "open_clip/bpe_simple_vocab_16e6.txt.gz"
 VOCABULARY_SIZE = 49408
 MERGES = VOCABULARY_SIZE - 2 * 256 - 2
 """OpenAI's `SimpleTokenizer`: `merges[1 : 49152 - 256 - 2 + 1]` of the file, after its version line."""
+WHEELS = Path(__file__).resolve().parents[1] / ".imagegen" / "wheels"
+"""Where `make` downloads the wheel (the Makefile's CLIP_WHEEL); `IMAGEGEN_CLIP_WHEEL_DIR` overrides."""
+
+
+def clip_wheel() -> Path:
+    """The newest `open_clip_torch-*.whl` in the wheel folder, or a message saying how to fetch it."""
+    folder = Path(os.environ.get("IMAGEGEN_CLIP_WHEEL_DIR", WHEELS))
+    found = sorted(folder.glob("open_clip_torch-*.whl"))
+    if not found:
+        raise FileNotFoundError(
+            f"no open-clip-torch wheel in {folder}: fetch it with `pip download --no-deps --dest {folder} "
+            "open-clip-torch==3.3.0` (make test and make test-real do)"
+        )
+    return found[-1]
 
 
 def clip_merges(wheel: Path) -> list[tuple[str, str]]:

@@ -6,7 +6,9 @@ cited per block below); only the depth is cut: one FLUX double block and two sin
 attention block (of 1, 2 and 10). That keeps every code path a real checkpoint takes (head dimension
 128 in the fused attention, T5-XXL's relative attention buckets at d_model 4096, the real VAEs) and the
 denoisers' FP32 ONNX past protobuf's 2 GB (external data), while one of them still loads and runs here.
-Random weights from a fixed seed; the tokenizers are tiny.py's.
+Random weights from a fixed seed. The tokenizers are full size: CLIP's with OpenAI's real merges (read
+from the open-clip-torch wheel, clip_merges.py), FLUX's T5 a Unigram of T5's size and ids
+(`build_t5_tokenizer(real_size=True)`), so a prompt meets the vocabularies the encoders are sized for.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from transformers import (
 )
 
 from benchmarks.gpu_reference import FLUX_VAE, SDXL_UNET, SDXL_VAE
+from export.clip_merges import clip_merges, clip_wheel
 from export.tiny import (
     CLIP_BANG,
+    CLIP_EOS,
     FLUX_VAE_SCALING_FACTOR,
     FLUX_VAE_SHIFT_FACTOR,
     SDXL_VAE_SCALING_FACTOR,
@@ -143,8 +147,13 @@ def sdxl_models(seed: int, tokenizer: CLIPTokenizer, tokenizer_2: CLIPTokenizer)
     }
 
 
+def real_clip_tokenizer(pad_token: str = CLIP_EOS) -> CLIPTokenizer:
+    """CLIP's tokenizer with its 49,408 published tokens; SDXL's second pads with `!`."""
+    return build_clip_tokenizer(pad_token, merges=clip_merges(clip_wheel()))
+
+
 def build_flux(seed: int, dev: bool) -> FluxPipeline:
-    tokenizer, tokenizer_2 = build_clip_tokenizer(), build_t5_tokenizer()
+    tokenizer, tokenizer_2 = real_clip_tokenizer(), build_t5_tokenizer(real_size=True)
     return FluxPipeline(
         scheduler=flux_scheduler(dev),
         tokenizer=tokenizer,
@@ -154,7 +163,7 @@ def build_flux(seed: int, dev: bool) -> FluxPipeline:
 
 
 def build_sdxl(seed: int) -> StableDiffusionXLPipeline:
-    tokenizer, tokenizer_2 = build_clip_tokenizer(), build_clip_tokenizer(pad_token=CLIP_BANG)
+    tokenizer, tokenizer_2 = real_clip_tokenizer(), real_clip_tokenizer(CLIP_BANG)
     return StableDiffusionXLPipeline(
         scheduler=sdxl_scheduler(),
         tokenizer=tokenizer,

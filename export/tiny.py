@@ -34,8 +34,11 @@ from transformers import (
     PreTrainedTokenizerFast,
     T5Config,
     T5EncoderModel,
+    T5Tokenizer,
 )
 from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from export.spiece import save_spiece_model
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +158,6 @@ def build_t5_tokenizer(real_size: bool = False) -> PreTrainedTokenizerFast:
     pieces = [(T5_PAD, 0.0), (T5_EOS, 0.0), (T5_UNK, 0.0), (T5_SPACE, T5_CHAR_SCORE)]
     pieces += [(c, T5_CHAR_SCORE) for c in T5_CHARS]
     pieces += [(T5_SPACE + w, T5_WORD_SCORE) for w in words]
-    extra_ids: list[str] = []
     if real_size:
         known = {piece for piece, _ in pieces}
         letters = "abcdefghijklmnopqrstuvwxyz"
@@ -164,6 +166,11 @@ def build_t5_tokenizer(real_size: bool = False) -> PreTrainedTokenizerFast:
         pieces += [(piece, T5_FILLER_SCORE) for piece in itertools.islice(fresh, T5_PIECES - len(pieces))]
         extra_ids = [f"<extra_id_{n}>" for n in reversed(range(T5_EXTRA_IDS))]
         pieces += [(token, 0.0) for token in extra_ids]
+        # transformers' T5Tokenizer lays out the same pipeline as below, and is the published folders'
+        # class: it loads from a spiece.model alone (export/spiece.py writes one beside it).
+        return T5Tokenizer(
+            vocab=pieces, extra_ids=T5_EXTRA_IDS, additional_special_tokens=extra_ids, model_max_length=T5_MAX_LENGTH
+        )
     tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -181,7 +188,6 @@ def build_t5_tokenizer(real_size: bool = False) -> PreTrainedTokenizerFast:
         eos_token=T5_EOS,
         unk_token=T5_UNK,
         model_max_length=T5_MAX_LENGTH,
-        **({"additional_special_tokens": extra_ids} if extra_ids else {}),  # the tiny one's files as before
     )
 
 
@@ -374,12 +380,14 @@ def build_sdxl(seed: int) -> StableDiffusionXLPipeline:
     )
 
 
-def save_bpe_vocab_files(pipeline: DiffusionPipeline, out: Path) -> None:
+def save_vocabulary_files(pipeline: DiffusionPipeline, out: Path) -> None:
     """transformers 5 saves only tokenizer.json; real CLIP folders also carry vocab.json and
-    merges.txt, which older transformers and non-Python tokenizers read."""
+    merges.txt, which older transformers and non-Python tokenizers read, and real T5 folders spiece.model."""
     for name, component in pipeline.components.items():
         if isinstance(component, CLIPTokenizer):
             component.backend_tokenizer.model.save(str(out / name))
+        elif isinstance(component, T5Tokenizer):
+            save_spiece_model(component, out / name)
 
 
 BUILDERS: dict[str, Callable[[int], DiffusionPipeline]] = {
@@ -417,6 +425,6 @@ def build_tiny_checkpoint(family: str, out: Path, seed: int = 0, preset: str = "
     with torch.random.fork_rng(devices=[]):  # seeding must not disturb the caller's RNG
         pipeline = builders[family](seed)
     pipeline.save_pretrained(out, safe_serialization=True)
-    save_bpe_vocab_files(pipeline, out)
+    save_vocabulary_files(pipeline, out)
     logger.info("wrote %s %s checkpoint (seed %d) to %s", preset, family, seed, out)
     return out

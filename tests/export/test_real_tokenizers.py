@@ -1,20 +1,21 @@
 """The tokenizer model with full-size vocabularies. CLIP: OpenAI's 48,894 merges, read from the
 open-clip-torch wheel that `make` fetches (`pip download --no-deps`), give the published ids and pass
-the export. T5: a Unigram tokenizer of T5's size and special ids."""
+the export. T5: a Unigram tokenizer of T5's size and special ids, as `tokenizer.json` and as `spiece.model`."""
 
 from __future__ import annotations
 
-import os
+import shutil
 from pathlib import Path
 
 import pytest
+import sentencepiece
 from tokenizers import Tokenizer
 
-from export.clip_merges import VOCABULARY_SIZE, clip_merges
+from export.clip_merges import VOCABULARY_SIZE, clip_merges, clip_wheel
+from export.spiece import save_spiece_model
 from export.tiny import build_clip_tokenizer, build_t5_tokenizer
 from export.tokenizer import export_tokenizer
 
-WHEELS = Path(__file__).resolve().parents[2] / ".imagegen" / "wheels"
 MAX_LENGTH = 77
 T5_MAX_LENGTH = 512  # FLUX.1-dev's
 T5_TOKENS = 32100
@@ -24,10 +25,7 @@ PUBLISHED_IDS = {"a photo of a cat": [49406, 320, 1125, 539, 320, 2368, 49407]}
 
 @pytest.fixture(scope="module")
 def wheel() -> Path:
-    found = sorted(Path(os.environ.get("IMAGEGEN_CLIP_WHEEL_DIR", WHEELS)).glob("open_clip_torch-*.whl"))
-    if not found:
-        pytest.fail(f"no open-clip-torch wheel in {WHEELS}: `make test` fetches it (pip download --no-deps)")
-    return found[-1]
+    return clip_wheel()  # `make test` fetches it (pip download --no-deps)
 
 
 def test_real_merges_give_clips_published_ids(wheel: Path) -> None:
@@ -67,3 +65,25 @@ def test_t5_tokenizer_of_real_size_keeps_t5s_ids_through_the_export(tmp_path: Pa
         expected = reference(prompt, padding="max_length", max_length=T5_MAX_LENGTH, truncation=True).input_ids
         assert exported.encode(prompt).ids == expected
         assert len(expected) == T5_MAX_LENGTH
+
+
+def test_t5_spiece_model_alone_exports_sentencepieces_own_ids(tmp_path: Path) -> None:
+    """A `tokenizer_2/` with T5's `spiece.model` and no `tokenizer.json` (the other layout the published
+    folders carry): the exported tokenizer gives the ids Google's SentencePiece gives on that file, which
+    are those of the `tokenizer.json` beside it."""
+    reference = build_t5_tokenizer(real_size=True)
+    published, spiece_only = tmp_path / "published", tmp_path / "spiece_only"
+    reference.save_pretrained(published)
+    spiece_only.mkdir()
+    shutil.copy(save_spiece_model(reference, published), spiece_only)
+    shutil.copy(published / "tokenizer_config.json", spiece_only)
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(spiece_only / "spiece.model"))
+    assert processor.vocab_size() == T5_TOKENS - 100
+    exported = {}
+    for folder in (published, spiece_only):
+        export_tokenizer(folder, T5_MAX_LENGTH, folder / "exported.json")
+        exported[folder] = Tokenizer.from_file(str(folder / "exported.json"))
+    for prompt in ("a photo of a cat", "A Hanseatic trading ship entering Lübeck harbor at dawn", "zq  xylophone ✨"):
+        ids = processor.encode(prompt) + [processor.eos_id()]
+        expected = ids + [processor.pad_id()] * (T5_MAX_LENGTH - len(ids))
+        assert exported[spiece_only].encode(prompt).ids == expected == exported[published].encode(prompt).ids
