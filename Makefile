@@ -70,10 +70,18 @@ $(CLIP_WHEEL):
 	$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --dest $(dir $@) open-clip-torch==3.3.0
 
 # The real-width presets (export/real_width.py) exported in FP32, served at 256x256 and compared with
-# diffusers: gigabytes of weights and minutes of export, hence apart from `test`. The exports are
-# kept in .imagegen/test-cache between runs.
-test-real: $(STAMP)
-	IMAGEGEN_TEST_CACHE=.imagegen/test-cache $(BIN)/pytest -m real_width tests/e2e/test_real_width.py
+# diffusers: gigabytes of weights and minutes of export, hence apart from `test` (CI runs both). The
+# exports are kept in $(REAL_CACHE) between runs, and dropped whenever the exporter or the environment
+# changes.
+REAL_CACHE := .imagegen/test-cache
+$(REAL_CACHE)/.exporter: $(STAMP) $(wildcard export/*.py) benchmarks/gpu_reference.py
+	rm -rf $(REAL_CACHE)/real-width
+	mkdir -p $(REAL_CACHE)
+	touch $@
+
+# -rA --durations=0: each family's export table, its max pixel difference and where the time went, in the log.
+test-real: $(STAMP) $(CLIP_WHEEL) $(REAL_CACHE)/.exporter
+	IMAGEGEN_TEST_CACHE=$(REAL_CACHE) $(BIN)/pytest -m real_width -rA --durations=0 tests/e2e/test_real_width.py
 
 # The benchmark preset (a wider transformer, `imagegen tiny --preset bench`) and the tiny default,
 # each exported into the bench repository under its model id.

@@ -32,11 +32,16 @@ def served_images(server: Server, body: dict[str, Any]) -> list[np.ndarray]:
     return [np.asarray(decode(item["b64_json"]), dtype=np.int16) for item in response.json()["data"]]
 
 
-def assert_matches(served: list[np.ndarray], reference: np.ndarray) -> None:
-    """Each served image within TOLERANCE of diffusers' float image, rounded as diffusers' numpy_to_pil."""
+def assert_matches(served: list[np.ndarray], reference: np.ndarray) -> int:
+    """Each served image within TOLERANCE of diffusers' float image, rounded as diffusers' numpy_to_pil;
+    returns the largest difference, out of 255."""
     assert len(served) == len(reference)
-    for image, expected in zip(served, reference, strict=True):
-        assert np.abs(image - (expected * 255).round().astype(np.int16)).max() <= TOLERANCE
+    differences = [
+        int(np.abs(image - (expected * 255).round().astype(np.int16)).max())
+        for image, expected in zip(served, reference, strict=True)
+    ]
+    assert max(differences) <= TOLERANCE, f"max difference {max(differences)}/255"
+    return max(differences)
 
 
 def png_base64(image: Image.Image) -> str:
