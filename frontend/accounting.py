@@ -12,17 +12,20 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from frontend.api.errors import APIError, InternalError
-from frontend.api.request_ids import current_request
-from frontend.auth.credentials import Principal
-from frontend.metrics import Metrics
-from frontend.pipelines.job import GenerationJob
-from frontend.progress import Progress
-from frontend.store.repository import Price, Store, UsageRecord
-from frontend.triton import InferenceClock
+from frontend.errors import APIError, InternalError
+from frontend.request_context import current_request
+from frontend.store.repository import UsageRecord
+
+if TYPE_CHECKING:  # the pipelines import the clock: the ledger's HTTP-facing types stay out of their imports
+    from frontend.auth.credentials import Principal
+    from frontend.metrics import Metrics
+    from frontend.pipelines.job import GenerationJob
+    from frontend.progress import Progress
+    from frontend.store.repository import Price, Store
 
 JOULES_PER_KWH = 3.6e6
 
@@ -41,6 +44,31 @@ def credits(price: Price | None, n: int, width: int, height: int, steps: int) ->
     if price is None:
         return 0.0
     return round(n * (price.per_image + price.per_megapixel_step * width * height / 1e6 * steps), 6)
+
+
+class InferenceClock:
+    """Seconds one generation spent waiting on Triton: the measured work that energy is billed from.
+
+    Time with several calls outstanding counts once (the two text encoders are called together), so
+    the seconds are a part of the generation's own, as `Server-Timing`'s `inference` says."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._outstanding = 0
+        self._since = 0.0
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """One call to Triton, timed while it is outstanding."""
+        if not self._outstanding:
+            self._since = time.perf_counter()
+        self._outstanding += 1
+        try:
+            yield
+        finally:
+            self._outstanding -= 1
+            if not self._outstanding:
+                self.seconds += time.perf_counter() - self._since
 
 
 @dataclass(frozen=True)
@@ -73,10 +101,14 @@ class Usage:
 
 
 class Ledger:
-    def __init__(self, store: Store, device_watts: float, metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, device_watts: float, metrics: Metrics, http_status: Callable[[APIError], int]
+    ) -> None:
+        """`http_status`: the status an error is answered with (frontend/api/errors.py), recorded with its code."""
         self.store = store
         self.device_watts = device_watts
         self.metrics = metrics
+        self.http_status = http_status
 
     @contextlib.asynccontextmanager
     async def record(self, principal: Principal, progress: Progress) -> AsyncIterator[Usage]:
@@ -87,11 +119,9 @@ class Ledger:
         status, code = 200, None
         try:
             yield usage
-        except APIError as exc:
-            status, code = exc.status, exc.code
-            raise
-        except BaseException:
-            status, code = InternalError.status, InternalError.code
+        except BaseException as exc:
+            failure = exc if isinstance(exc, APIError) else InternalError(repr(exc))
+            status, code = self.http_status(failure), failure.code
             raise
         finally:
             cost = usage.cost or Cost(energy_kwh(usage.clock.seconds, self.device_watts), 0.0)

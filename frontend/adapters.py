@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from frontend.api.errors import AdapterNotFound, AdapterOfAnotherModel, InvalidParameter
+from frontend.errors import AdapterNotFound, AdapterOfAnotherModel, InvalidParameter
 from frontend.pipelines.job import GenerationJob, LoraFactors
 from frontend.store.repository import LoraAdapter, Store
 

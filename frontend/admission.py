@@ -17,9 +17,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from starlette.requests import Request
-
-from frontend.api.errors import ClientClosedRequest, DeadlineExceeded, QueueFull
+from frontend.errors import ClientClosedRequest, DeadlineExceeded, QueueFull
 
 T = TypeVar("T")
 
@@ -60,7 +58,7 @@ class Admission:
             raise QueueFull(
                 f"The server is busy: {model} has {running} generations running and "
                 f"{queue.admitted - running} waiting, its limit. Retry in {QUEUE_RETRY_SECONDS} s.",
-                headers={"Retry-After": str(QUEUE_RETRY_SECONDS)},
+                retry_after=QUEUE_RETRY_SECONDS,
             )
         queue.admitted += 1
         try:
@@ -109,11 +107,11 @@ class Admission:
             for model, queue in sorted(self._queues.items())
         }
 
-    async def run(self, request: Request, work: Coroutine[Any, Any, T]) -> T:
-        """Run `work` under the request's deadline, cancelled as soon as the client disconnects, so
-        its remaining steps never run and its slot frees at once."""
+    async def run(self, work: Coroutine[Any, Any, T], client_gone: Coroutine[Any, Any, None]) -> T:
+        """Run `work` under the request's deadline, cancelled as soon as `client_gone` returns (the
+        client disconnected), so its remaining steps never run and its slot frees at once."""
         task = asyncio.ensure_future(work)
-        watcher = asyncio.create_task(_disconnected(request))
+        watcher = asyncio.create_task(client_gone)
         try:
             done, _ = await asyncio.wait(
                 {task, watcher}, timeout=self.request_timeout, return_when=asyncio.FIRST_COMPLETED
@@ -131,10 +129,3 @@ class Admission:
         raise DeadlineExceeded(
             f"The request took longer than the server's {self.request_timeout:g} s deadline and was stopped."
         )
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns when the client has gone; the body has been read, so the only message left is the
-    disconnect (uvicorn also sends it once the response is complete)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass

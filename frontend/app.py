@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -24,31 +25,26 @@ from frontend.admission import Admission
 from frontend.api.admin import reload_catalog, roll_back, roll_out, status
 from frontend.api.auth import login, logout
 from frontend.api.body_limits import BodyLimits
-from frontend.api.errors import (
-    APIError,
-    InferenceUnavailable,
-    InternalError,
-    MethodNotAllowed,
-    RouteNotFound,
-    error_response,
-    handle_api_error,
-)
+from frontend.api.errors import error_response, handle_api_error, http_status
 from frontend.api.images import create_images, get_progress
 from frontend.api.models import list_models
 from frontend.api.openapi import document, openapi_json
-from frontend.api.request_ids import REQUEST_ID_HEADER, RequestIds, current_request_id
+from frontend.api.request_ids import REQUEST_ID_HEADER, RequestIds
 from frontend.api.security_headers import HEADERS as SECURITY_HEADERS
 from frontend.api.security_headers import SecurityHeaders
 from frontend.auth.credentials import Authenticator
 from frontend.auth.local_secrets import kept_secret, random_token
 from frontend.auth.sessions import Sessions
 from frontend.catalog import CatalogSource
-from frontend.metrics import Metrics, serve_metrics
+from frontend.errors import APIError, InferenceUnavailable, InternalError, MethodNotAllowed, RouteNotFound
+from frontend.metrics import Metrics
 from frontend.progress import ProgressBoard
 from frontend.rate_limits import Limits, RateLimiter
+from frontend.request_context import current_request_id
 from frontend.rollout import Rollouts
 from frontend.routing import REFRESH_SECONDS, Routing
 from frontend.safety import SafetyFilter
+from frontend.services import Services
 from frontend.settings import Settings
 from frontend.store.repository import Store
 from frontend.triton import TritonClient
@@ -67,10 +63,10 @@ async def healthz(request: Request) -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     """Ready when Triton answers and every model in it is ready: the signal a load balancer routes by.
     Also reports, per model, generations running and queued."""
-    state = request.app.state
-    if not await state.triton.ready():
+    services = Services.of(request)
+    if not await services.triton.ready():
         return error_response(InferenceUnavailable("Triton is not reachable or a model is not ready."))
-    return JSONResponse({"status": "ready", "models": state.admission.load()})
+    return JSONResponse({"status": "ready", "models": services.admission.load()})
 
 
 async def to_studio(request: Request) -> RedirectResponse:
@@ -89,22 +85,21 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     # Answered outside every middleware (by Starlette's ServerErrorMiddleware): their headers are added here.
     headers = {REQUEST_ID_HEADER: current_request_id(), **SECURITY_HEADERS}
-    return error_response(InternalError("The server failed to process the request.", headers=headers))
+    return error_response(InternalError("The server failed to process the request."), headers)
 
 
-async def follow_operator_changes(app: Starlette) -> None:
+async def follow_operator_changes(services: Services) -> None:
     """Each refresh: follow the routing table (writing this frontend's heartbeat), have Triton load
     the routed versions, and reload the catalog when its file changed. A failure is logged and
     retried on the next refresh."""
-    state = app.state
     while True:
         await asyncio.sleep(REFRESH_SECONDS)
         try:
-            await state.routing.refresh()
-            await state.rollouts.reconcile()
-            if state.catalog_source.changed():
-                state.catalog = await state.catalog_source.load()
-                log.info("catalog reloaded: %s", ", ".join(state.catalog.public_ids()))
+            await services.routing.refresh()
+            await services.rollouts.reconcile()
+            if services.catalog_source.changed():
+                services.catalog = await services.catalog_source.load()
+                log.info("catalog reloaded: %s", ", ".join(services.catalog.public_ids()))
         except ValueError as exc:
             log.error("the catalog file was not reloaded: %s", exc)
         except APIError as exc:  # Triton down or restarting
@@ -113,32 +108,63 @@ async def follow_operator_changes(app: Starlette) -> None:
             log.exception("following the routing table failed; retrying in %g s", REFRESH_SECONDS)
 
 
+async def start_services(
+    settings: Settings, store: Store, triton: TritonClient, admission: Admission, metrics: Metrics
+) -> Services:
+    """Every service a route reads, once Triton is connected (the catalog and the safety filter ask it)."""
+    catalog_source = CatalogSource(triton, settings.catalog, settings.aliases, settings.default_model)
+    # Routing and rollouts follow the catalog as reloaded: they read it from the services, when called.
+    routing = Routing(store, f"{socket.gethostname()}:{settings.port}", lambda: services.catalog)
+    session_secret = settings.session_secret or kept_secret(settings.state_dir / "session_secret", random_token)
+    openapi = document()
+    if settings.metrics_port is not None:
+        del openapi["paths"]["/metrics"]
+    services = Services(
+        settings=settings,
+        triton=triton,
+        catalog_source=catalog_source,
+        catalog=await catalog_source.load(),
+        auth=Authenticator(store, Sessions(store, session_secret, settings.session_ttl_seconds)),
+        rate_limits=RateLimiter(
+            store, Limits(settings.requests_per_minute, settings.concurrent_generations), settings.request_timeout
+        ),
+        admission=admission,
+        ledger=Ledger(store, settings.device_watts, metrics, http_status),
+        adapters=Adapters(store, settings.lora_folder),
+        progress=ProgressBoard(),
+        routing=routing,
+        rollouts=Rollouts(triton, routing, lambda: services.catalog, settings.request_timeout),
+        safety=await SafetyFilter.load(settings.prompt_policy, triton, settings.safety_threshold),
+        metrics=metrics,
+        openapi=openapi,
+        started=int(time.time()),
+    )
+    return services
+
+
 def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
     admission = Admission(
         settings.running_per_model, settings.queued_per_model, settings.running_per_key, settings.request_timeout
     )
-    metrics = Metrics(admission)
+    metrics = Metrics(admission)  # the middleware counts requests with it from the first
+
+    async def serve_metrics(request: Request) -> Response:
+        """`GET /metrics`, without credentials, in Prometheus' text format."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        triton = app.state.triton = TritonClient(triton_url, settings.triton_timeout, settings.triton_secret)
+        triton = TritonClient(triton_url, settings.triton_timeout, settings.triton_secret)
         try:
-            source = app.state.catalog_source = CatalogSource(
-                triton, settings.catalog, settings.aliases, settings.default_model
-            )
-            app.state.catalog = await source.load()
-            app.state.rollouts = Rollouts(
-                triton, app.state.routing, lambda: app.state.catalog, settings.request_timeout
-            )
-            app.state.safety = await SafetyFilter.load(settings.prompt_policy, triton, settings.safety_threshold)
-            await app.state.routing.refresh()  # the routing table is followed before the first request
-            follower = asyncio.create_task(follow_operator_changes(app))
+            services = app.state.services = await start_services(settings, store, triton, admission, metrics)
+            await services.routing.refresh()  # the routing table is followed before the first request
+            follower = asyncio.create_task(follow_operator_changes(services))
             with metrics.served_on(settings.host, settings.metrics_port):
                 yield
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
-            await app.state.routing.leave()
+            await services.routing.leave()
         finally:
             await triton.close()
 
@@ -173,20 +199,4 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
         ],
         lifespan=lifespan,
     )
-    session_secret = settings.session_secret or kept_secret(settings.state_dir / "session_secret", random_token)
-    app.state.settings = settings
-    app.state.auth = Authenticator(store, Sessions(store, session_secret, settings.session_ttl_seconds))
-    app.state.rate_limits = RateLimiter(
-        store, Limits(settings.requests_per_minute, settings.concurrent_generations), settings.request_timeout
-    )
-    app.state.ledger = Ledger(store, settings.device_watts, metrics)
-    app.state.admission = admission
-    app.state.adapters = Adapters(store, settings.lora_folder)
-    app.state.metrics = metrics
-    app.state.openapi = document()
-    if settings.metrics_port is not None:
-        del app.state.openapi["paths"]["/metrics"]
-    app.state.progress = ProgressBoard()
-    app.state.routing = Routing(store, f"{socket.gethostname()}:{settings.port}", lambda: app.state.catalog)
-    app.state.started = int(time.time())
     return app

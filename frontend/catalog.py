@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frontend.api.errors import ModelNotFound
+from frontend.errors import ModelNotFound
 from frontend.pipelines import flux, sdxl
 from frontend.pipelines.flux import FluxPipeline
 from frontend.pipelines.pipeline import DiffusionPipeline

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from frontend.api.errors import InvalidParameter
+from frontend.errors import InvalidParameter
 
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 INPUT_FORMATS = tuple(PIL_FORMATS.values())

@@ -18,7 +18,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from frontend.api.request_ids import current_request_id
+from frontend.request_context import current_request_id
 
 FORMATS = ("text", "json")
 CONTROL_CHARACTERS = (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)

@@ -27,10 +27,8 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
 
 from frontend.admission import Admission
 from frontend.store.repository import UsageRecord
@@ -122,9 +120,3 @@ class Metrics:
             server.shutdown()
             server.server_close()
             thread.join()
-
-
-async def serve_metrics(request: Request) -> Response:
-    """`GET /metrics`, without credentials, in Prometheus' text format."""
-    metrics: Metrics = request.app.state.metrics
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

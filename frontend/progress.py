@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from frontend.api.errors import InvalidParameter
+from frontend.errors import InvalidParameter
 
 PROGRESS_HEADER = "X-Progress-Id"
 PROGRESS_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")

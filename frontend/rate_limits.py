@@ -16,8 +16,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from frontend.api.errors import RateLimited
 from frontend.auth.credentials import Principal
+from frontend.errors import RateLimited
 from frontend.store.repository import Plan, RecentUse, Store
 
 WINDOW_SECONDS = 60.0
@@ -108,9 +108,9 @@ def _refusal(use: RecentUse, limits: Limits, now: float, counted: str) -> RateLi
         retry_after = max(1, math.ceil(use.oldest + WINDOW_SECONDS - now))
         return RateLimited(
             f"More than {limits.requests_per_minute} {counted}; retry in {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
+            retry_after=retry_after,
         )
     return RateLimited(
         f"This key already has {use.running} generations running, its limit.",
-        headers={"Retry-After": str(BUSY_RETRY_SECONDS)},
+        retry_after=BUSY_RETRY_SECONDS,
     )

@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import numpy as np
 
-from frontend.api.errors import AdminConflict, AdminRefused, APIError, ModelNotFound
 from frontend.catalog import Catalog
+from frontend.errors import AdminConflict, AdminRefused, APIError, ModelNotFound
 from frontend.pipelines.job import GenerationJob
 from frontend.pipelines.pipeline import DiffusionPipeline
 from frontend.pipelines.triton_models import model_name

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from frontend.api.errors import ContentRejected, InvalidParameter
-from frontend.api.protocol import MAX_PROMPT_CHARACTERS
-from frontend.triton import InferenceClock, TritonClient
+from frontend.accounting import InferenceClock
+from frontend.errors import ContentRejected, InvalidParameter
+from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ IMAGE_SAFETY_MODEL = "image_safety"
 WORD = re.compile(r"\w+")
 """A prompt's words: runs of Unicode letters, digits and `_`, as `\\b...\\b` delimits them."""
 RULE_WORD = re.compile(r"\w+\*?")
+MAX_PROMPT_CHARACTERS = 10_000
+"""The longest prompt or negative prompt a request may send (api/protocol.py bounds both by it)."""
 MAX_NORMALIZED_CHARACTERS = 2 * MAX_PROMPT_CHARACTERS
 """NFKC expands some characters many times over (U+FDFA into 18): a prompt that grows past this is
 refused before its words are read, so the check's time and memory stay bounded by the prompt's size."""

@@ -7,13 +7,11 @@ client: it names internal models, addresses and files. Clients get a generic mes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import logging
-import time
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -21,8 +19,11 @@ from tritonclient.http import InferInput, InferRequestedOutput
 from tritonclient.http.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from frontend.api.errors import InferenceFailed, InferenceUnavailable
-from frontend.api.request_ids import current_request_id
+from frontend.errors import InferenceFailed, InferenceUnavailable
+from frontend.request_context import current_request_id
+
+if TYPE_CHECKING:  # the ledger's clock, which the client only runs: the client stays below the ledger
+    from frontend.accounting import InferenceClock
 
 T = TypeVar("T")
 
@@ -159,31 +160,6 @@ class TritonClient:
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("Triton at %s cannot be reached: %s", self.url, exc)
             raise InferenceUnavailable(UNREACHABLE) from None
-
-
-class InferenceClock:
-    """Seconds one generation spent waiting on Triton: the measured work that energy is billed from.
-
-    Time with several calls outstanding counts once (the two text encoders are called together), so
-    the seconds are a part of the generation's own, as `Server-Timing`'s `inference` says."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._outstanding = 0
-        self._since = 0.0
-
-    @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
-        """One call to Triton, timed while it is outstanding."""
-        if not self._outstanding:
-            self._since = time.perf_counter()
-        self._outstanding += 1
-        try:
-            yield
-        finally:
-            self._outstanding -= 1
-            if not self._outstanding:
-                self.seconds += time.perf_counter() - self._since
 
 
 def _logged(subject: str, exc: InferenceServerException) -> str:

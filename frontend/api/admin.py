@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from frontend.api.body_limits import parse_json
-from frontend.api.errors import AdminRefused, InvalidParameter
 from frontend.auth.scopes import ADMIN_MODELS
+from frontend.errors import AdminRefused, InvalidParameter
 from frontend.rollout import Switch
+from frontend.services import Services
 
 
 class RolloutRequest(BaseModel):
@@ -26,38 +27,38 @@ class RolloutRequest(BaseModel):
 
 async def roll_out(request: Request) -> JSONResponse:
     """Load, warm up, switch to, drain to, and unload the old: answers when the rollout is finished."""
-    state = request.app.state
-    await state.auth.authorize(request, ADMIN_MODELS)
+    services = Services.of(request)
+    await services.auth.authorize(request, ADMIN_MODELS)
     body = parse_rollout(await request.body())
-    switch = await state.rollouts.roll_out(request.path_params["model"], body.version, body.canary_percent)
+    switch = await services.rollouts.roll_out(request.path_params["model"], body.version, body.canary_percent)
     return switched(switch)
 
 
 async def roll_back(request: Request) -> JSONResponse:
     """End a canary, else return to the previous stable version, the same way as a rollout."""
-    state = request.app.state
-    await state.auth.authorize(request, ADMIN_MODELS)
-    return switched(await state.rollouts.roll_back(request.path_params["model"]))
+    services = Services.of(request)
+    await services.auth.authorize(request, ADMIN_MODELS)
+    return switched(await services.rollouts.roll_back(request.path_params["model"]))
 
 
 async def status(request: Request) -> JSONResponse:
     """The routing table as every live frontend follows it, with its generations in flight per version."""
-    state = request.app.state
-    await state.auth.authorize(request, ADMIN_MODELS)
-    frontends = [dataclasses.asdict(beat) for beat in await state.routing.live_frontends()]
+    services = Services.of(request)
+    await services.auth.authorize(request, ADMIN_MODELS)
+    frontends = [dataclasses.asdict(beat) for beat in await services.routing.live_frontends()]
     return JSONResponse({"frontends": frontends})
 
 
 async def reload_catalog(request: Request) -> JSONResponse:
     """Read the catalog file and rediscover Triton's pipelines now (frontends also re-read a changed
     file within a second by themselves)."""
-    state = request.app.state
-    await state.auth.authorize(request, ADMIN_MODELS)
+    services = Services.of(request)
+    await services.auth.authorize(request, ADMIN_MODELS)
     try:
-        catalog = await state.catalog_source.load()
+        catalog = await services.catalog_source.load()
     except ValueError as exc:
         raise AdminRefused(f"The catalog was not reloaded: {exc}") from None
-    state.catalog = catalog
+    services.catalog = catalog
     return JSONResponse({"models": catalog.public_ids()})
 
 

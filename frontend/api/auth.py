@@ -11,7 +11,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from frontend.api.errors import InvalidParameter, MalformedBody, Unauthenticated
 from frontend.auth.accounts import (
     MAX_PASSWORD_LENGTH,
     MAX_USERNAME_LENGTH,
@@ -19,7 +18,8 @@ from frontend.auth.accounts import (
     check_username,
     sign_in,
 )
-from frontend.auth.credentials import Authenticator
+from frontend.errors import InvalidParameter, MalformedBody, Unauthenticated
+from frontend.services import Services
 
 
 class LoginRequest(BaseModel):
@@ -45,11 +45,11 @@ def parse_login(body: bytes) -> LoginRequest:
 
 
 async def login(request: Request) -> JSONResponse:
-    auth: Authenticator = request.app.state.auth
+    services = Services.of(request)
+    auth, settings = services.auth, services.settings
     credentials = parse_login(await request.body())
-    settings = request.app.state.settings
     address = request.client.host if request.client else "unknown"
-    await request.app.state.rate_limits.count_sign_in(
+    await services.rate_limits.count_sign_in(
         credentials.username, address, settings.sign_ins_per_minute, settings.sign_ins_per_address
     )
     account = await sign_in(auth.store, credentials.username, credentials.password)
@@ -69,7 +69,7 @@ async def login(request: Request) -> JSONResponse:
 
 
 async def logout(request: Request) -> Response:
-    auth: Authenticator = request.app.state.auth
+    auth = Services.of(request).auth
     session = await auth.session(request)
     await auth.sessions.end(session)
     response = Response(status_code=204)

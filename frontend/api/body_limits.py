@@ -14,7 +14,8 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from frontend.api.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType, error_response
+from frontend.api.errors import error_response
+from frontend.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
 
 JSON = "application/json"
 

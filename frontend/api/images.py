@@ -10,13 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from frontend.accounting import Usage, Work
-from frontend.api.errors import ProgressNotFound
 from frontend.api.parameters import RequestBudget, output_quality, resolve_job
 from frontend.api.protocol import ImageData, ImageResponse, parse_image_request
 from frontend.auth.scopes import IMAGES, STUDIO_ACCESS
+from frontend.errors import ProgressNotFound
 from frontend.imaging import encode_image_base64
 from frontend.progress import PROGRESS_HEADER, Progress
 from frontend.routing import VERSION_HEADER
+from frontend.services import Services
 
 SERVER_TIMING_HEADER = "Server-Timing"
 """Where one generation's time went, in milliseconds (W3C Server-Timing, which browsers' developer
@@ -29,42 +30,44 @@ tokens, T5: 256 for schnell, 512 for dev), as diffusers truncates; the image sti
 
 async def create_images(request: Request) -> Response:
     """Who may generate, how often, and what it cost: the run itself is `generate_images`."""
-    state = request.app.state
-    principal = await state.auth.authorize(request, IMAGES, STUDIO_ACCESS)
-    async with state.rate_limits.admit(principal):
-        with state.progress.track(principal.id, request.headers.get(PROGRESS_HEADER)) as progress:
-            async with state.ledger.record(principal, progress) as usage:
+    services = Services.of(request)
+    principal = await services.auth.authorize(request, IMAGES, STUDIO_ACCESS)
+    async with services.rate_limits.admit(principal):
+        with services.progress.track(principal.id, request.headers.get(PROGRESS_HEADER)) as progress:
+            async with services.ledger.record(principal, progress) as usage:
                 # Read before the run: a disconnect is then the only message left to wait for.
                 body = await request.body()
-                return await state.admission.run(request, generate_images(request, body, usage, progress))
+                return await services.admission.run(
+                    generate_images(request, body, usage, progress), client_disconnected(request)
+                )
 
 
 async def generate_images(request: Request, body: bytes, usage: Usage, progress: Progress) -> Response:
     """Under the request's deadline, stopped if the client disconnects (`admission.py`)."""
-    state = request.app.state
+    services = Services.of(request)
     image_request = parse_image_request(body)
-    pipeline = state.catalog.resolve(image_request.model)
-    settings = state.settings
+    pipeline = services.catalog.resolve(image_request.model)
+    settings = services.settings
     budget = RequestBudget(settings.max_pixels_per_request, settings.max_work_per_request)
     caller = caller_identity(usage.principal.id, image_request.user)
     job = await asyncio.to_thread(resolve_job, image_request, pipeline, budget, caller)
-    job = await state.adapters.attach(job, pipeline.name, pipeline.lora)
+    job = await services.adapters.attach(job, pipeline.name, pipeline.lora)
     quality = output_quality(image_request)
-    await state.safety.check_prompt(job.prompt)
+    await services.safety.check_prompt(job.prompt)
     usage.work = Work.of(pipeline.name, job)
     timings: dict[str, float] = {}
     queued = time.perf_counter()
-    async with state.admission.slot(pipeline.name, usage.principal.id):
+    async with services.admission.slot(pipeline.name, usage.principal.id):
         started = time.perf_counter()
         progress.stage = "generating"
         # One version for every Triton call of this request, counted in flight until it ends.
-        with state.routing.pinned(pipeline, caller) as (served, version):
+        with services.routing.pinned(pipeline, caller) as (served, version):
             generation = await served.generate(job, progress)
         timings |= {"queue": started - queued, "generate": time.perf_counter() - started}
     timings["inference"] = generation.compute_seconds
     usage.measured(generation.compute_seconds)
     progress.stage = "checking"
-    await state.safety.check_images(generation.images, usage.clock)
+    await services.safety.check_images(generation.images, usage.clock)
     progress.stage = "encoding"
     started = time.perf_counter()
     encoded = await asyncio.gather(
@@ -74,7 +77,7 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
         )
     )
     timings["encode"] = time.perf_counter() - started
-    cost = await state.ledger.charge(usage)
+    cost = await services.ledger.charge(usage)
     response = ImageResponse(
         created=int(time.time()),
         data=[ImageData(b64_json=b64, seed=seed) for b64, seed in zip(encoded, job.seeds, strict=True)],
@@ -93,6 +96,13 @@ async def generate_images(request: Request, body: bytes, usage: Usage, progress:
     return Response(body, media_type="application/json", headers=headers)
 
 
+async def client_disconnected(request: Request) -> None:
+    """Returns when the client has gone; the body has been read, so the only message left is the
+    disconnect (uvicorn also sends it once the response is complete)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def caller_identity(principal: str, user: str | None) -> str:
     """Who is asking: the key or account, or the end user it names in `user` (OpenAI's field for
     that). A canary keeps each on one version, so a platform's users move to a canary one by one, not
@@ -102,10 +112,10 @@ def caller_identity(principal: str, user: str | None) -> str:
 
 async def get_progress(request: Request) -> JSONResponse:
     """The caller's own generation named by `X-Progress-Id`; the same credentials as generating."""
-    state = request.app.state
-    principal = await state.auth.authorize(request, IMAGES, STUDIO_ACCESS)
+    services = Services.of(request)
+    principal = await services.auth.authorize(request, IMAGES, STUDIO_ACCESS)
     progress_id = request.path_params["progress_id"]
-    progress = state.progress.get(principal.id, progress_id)
+    progress = services.progress.get(principal.id, progress_id)
     if progress is None:
         raise ProgressNotFound(f"No generation of yours is running or just finished under `{progress_id}`.")
     return JSONResponse({"id": progress_id, "stage": progress.stage, "step": progress.step, "steps": progress.steps})

@@ -13,10 +13,12 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from frontend.api import errors
+from frontend import errors
 from frontend.api.admin import RolloutRequest
 from frontend.api.auth import LoginRequest
+from frontend.api.errors import HTTP_ANSWERS
 from frontend.api.protocol import ImageRequest, ImageResponse
+from frontend.services import Services
 
 JSON = "application/json"
 BODY_ERRORS = (errors.MalformedBody, errors.InvalidParameter, errors.PayloadTooLarge, errors.UnsupportedMediaType)
@@ -36,7 +38,7 @@ def _errors(*classes: type[errors.APIError]) -> dict[str, Any]:
     """Responses by status, each listing the codes it carries."""
     codes: dict[int, list[str]] = {}
     for cls in classes:
-        codes.setdefault(cls.status, []).append(cls.code)
+        codes.setdefault(HTTP_ANSWERS[cls].status, []).append(cls.code)
     return {str(status): _json(_ref("Error"), ", ".join(found)) for status, found in sorted(codes.items())}
 
 
@@ -209,4 +211,4 @@ def document() -> dict[str, Any]:
 
 
 async def openapi_json(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.state.openapi)
+    return JSONResponse(Services.of(request).openapi)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from frontend.api.errors import InvalidParameter, ParameterNotSupported
 from frontend.api.protocol import MODEL_PARAMETERS, ImageRequest
+from frontend.errors import InvalidParameter, ParameterNotSupported
 from frontend.imaging import image_to_array, open_input_image
 from frontend.pipelines.job import GenerationJob, Limits
 from frontend.pipelines.noise import image_seeds
@@ -60,6 +60,11 @@ def resolve_job(
     budget.check(job, pipeline.passes(job), sum(image.width * image.height for image in inputs))
     if not inputs:
         return job
+    if pipeline.img2img_start(job.steps, job.strength) >= job.steps:
+        raise InvalidParameter(
+            f"`strength` {job.strength} keeps no step of {job.steps}: steps x strength must be at least 1.",
+            param="strength",
+        )
     # With k input images and n outputs, k is 1 (every image starts from it) or n (image i from input i).
     arrays = [image_to_array(image, width, height, "input_images") for image in inputs]
     return replace(job, init_images=np.stack(arrays * request.n if len(arrays) == 1 else arrays))

@@ -8,17 +8,17 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from frontend.api.body_limits import parse_json
-from frontend.api.errors import (
+from frontend.errors import (
     APIError,
     InvalidParameter,
     MalformedBody,
     PromptMissing,
     UnsupportedResponseFormat,
 )
+from frontend.safety import MAX_PROMPT_CHARACTERS
 
 MAX_IMAGES = 10
 MAX_SEED = 2**32 - 1
-MAX_PROMPT_CHARACTERS = 10_000
 MAX_ADAPTERS = 4
 """LoRA adapters per request; their ranks must also fit the model's rank budget."""
 MIN_LORA_SCALE, MAX_LORA_SCALE = -4.0, 4.0

@@ -14,16 +14,13 @@ import logging
 import re
 import secrets
 import time
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-if TYPE_CHECKING:  # every `imagegen` command imports this module (through logs.py); only serve needs metrics
-    from frontend.metrics import Metrics
+from frontend.metrics import Metrics
+from frontend.request_context import RequestContext, enter_request
 
 REQUEST_ID_HEADER = "X-Request-Id"
 SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -32,28 +29,6 @@ UNMATCHED = "unmatched"
 """The route label of a request that matched no route: its path would be unbounded cardinality."""
 
 access_log = logging.getLogger("imagegen.access")
-
-
-@dataclass
-class RequestContext:
-    """The request being served; the ledger adds the model and the error code once they are known."""
-
-    id: str
-    model: str = ""
-    code: str = ""
-
-
-_current: ContextVar[RequestContext | None] = ContextVar("imagegen_request", default=None)
-
-
-def current_request() -> RequestContext | None:
-    """The request this code runs for (tasks and threads it starts inherit it), None outside one."""
-    return _current.get()
-
-
-def current_request_id() -> str:
-    context = _current.get()
-    return context.id if context else ""
 
 
 def new_request_id() -> str:
@@ -75,7 +50,7 @@ class RequestIds:
         # Left set when the request ends: an unexpected error is answered (and its traceback logged)
         # by Starlette's ServerErrorMiddleware, outside this one, and both need the id. uvicorn runs
         # each request in a task of its own, so the value never outlives the request.
-        _current.set(context)
+        enter_request(context)
         started = time.perf_counter()
         status: int | None = None
         ended = False

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from frontend.api.errors import PlanLacksBenefit, ScopeMissing, Unauthenticated
 from frontend.auth.keys import find_key
 from frontend.auth.sessions import SESSION_COOKIE, Session, Sessions
+from frontend.errors import PlanLacksBenefit, ScopeMissing, Unauthenticated
 from frontend.store.repository import Plan, Store
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

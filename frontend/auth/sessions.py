@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from frontend.api.errors import CsrfRejected
 from frontend.auth.local_secrets import random_token
+from frontend.errors import CsrfRejected
 from frontend.store.repository import Account, Store
 
 SESSION_COOKIE = "imagegen_session"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from frontend.accounting import InferenceClock
 from frontend.adapters import denoiser_inputs
 from frontend.pipelines.job import Generation, GenerationJob
 from frontend.pipelines.noise import noise_batch
@@ -21,7 +22,7 @@ from frontend.pipelines.prompt_cache import Encoded
 from frontend.pipelines.schedulers import FlowMatchEuler
 from frontend.pipelines.stages import decode_latents, encode_images, tokenize
 from frontend.progress import Progress
-from frontend.triton import InferenceClock, TritonClient
+from frontend.triton import TritonClient
 
 FAMILY = "flux"
 DENOISER = "transformer"
@@ -126,6 +127,8 @@ class FluxPipeline(DiffusionPipeline):
     def passes(self, job: GenerationJob) -> int:
         """True CFG: the negative prompt's pass rides in the same denoiser call (`denoise`)."""
         return 1 if job.negative_prompt is None else 2
+
+    img2img_start = staticmethod(img2img_start)
 
     async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
         ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)

@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from frontend.accounting import InferenceClock
 from frontend.adapters import LORA_PARAMETERS, LoraLayout
 from frontend.pipelines.job import Generation, GenerationJob, Limits
 from frontend.pipelines.prompt_cache import Encoded, PromptCache
 from frontend.pipelines.triton_models import model_name
 from frontend.progress import Progress
-from frontend.triton import InferenceClock, TritonClient
+from frontend.triton import TritonClient
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +78,12 @@ class DiffusionPipeline(ABC):
     def passes(self, job: GenerationJob) -> int:
         """Denoiser rows per image and step: 2 where classifier-free guidance runs an unconditional
         pass beside each image, else 1 (the work budget counts them)."""
+
+    @staticmethod
+    @abstractmethod
+    def img2img_start(steps: int, strength: float) -> int:
+        """The first step run from a noised input image at `strength`, as the family's diffusers img2img
+        pipeline chooses it; the API refuses, before admission, a `strength` that leaves no step to run."""
 
     async def encode_prompts(
         self, prompts: list[str], caller: str, clock: InferenceClock

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from frontend.accounting import InferenceClock
 from frontend.adapters import denoiser_inputs
-from frontend.api.errors import InvalidParameter
 from frontend.pipelines.job import Generation, GenerationJob
 from frontend.pipelines.noise import noise_batch
 from frontend.pipelines.pipeline import DiffusionPipeline
@@ -24,7 +24,7 @@ from frontend.pipelines.prompt_cache import Encoded
 from frontend.pipelines.schedulers import EulerDiscrete
 from frontend.pipelines.stages import decode_latents, encode_images, tokenize
 from frontend.progress import Progress
-from frontend.triton import InferenceClock, TritonClient
+from frontend.triton import TritonClient
 
 FAMILY = "sdxl"
 DENOISER = "unet"
@@ -112,7 +112,7 @@ class SDXLPipeline(DiffusionPipeline):
     async def generate(self, job: GenerationJob, progress: Progress) -> Generation:
         clock = InferenceClock()
         sigmas, timesteps = self.scheduler.schedule(job.steps)
-        start, latents = await self.prepare_latents(job, sigmas, clock)  # first: it may refuse `strength`
+        start, latents = await self.prepare_latents(job, sigmas, clock)
         prompt_embeds, pooled, truncated = await self.encode_prompt(job, clock)
         latents = await self.denoise(latents, prompt_embeds, pooled, job, sigmas, timesteps, start, clock, progress)
         images = await decode_latents(self.triton, self._model("vae_decoder"), latents, clock)
@@ -120,6 +120,8 @@ class SDXLPipeline(DiffusionPipeline):
 
     def passes(self, job: GenerationJob) -> int:
         return 2 if job.guidance > 1 else 1  # StableDiffusionXLPipeline.do_classifier_free_guidance
+
+    img2img_start = staticmethod(img2img_start)
 
     async def encode_prompt(self, job: GenerationJob, clock: InferenceClock) -> tuple[np.ndarray, np.ndarray, bool]:
         """(prompt embeddings, pooled embeddings, truncated): rows [unconditional, conditional] when guided.
@@ -161,11 +163,6 @@ class SDXLPipeline(DiffusionPipeline):
             noise = initial_latents(job.seeds, job.height, job.width, self.latent_channels, self.vae_scale_factor)
             return 0, noise * self.scheduler.init_noise_sigma(sigmas)
         start = img2img_start(job.steps, job.strength)
-        if start == job.steps:
-            raise InvalidParameter(
-                f"`strength` {job.strength} keeps no step of {job.steps}: steps x strength must be at least 1.",
-                param="strength",
-            )
         image_latents = await encode_images(self.triton, self._model("vae_encoder"), job.init_images, job.seeds, clock)
         return start, img2img_latents(image_latents, job.seeds, sigmas[start])
 

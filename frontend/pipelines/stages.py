@@ -11,8 +11,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from frontend.accounting import InferenceClock
 from frontend.pipelines.noise import posterior_noise
-from frontend.triton import InferenceClock, TritonClient
+from frontend.triton import TritonClient
 
 
 async def tokenize(

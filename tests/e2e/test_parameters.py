@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from PIL import Image
 from frontend.pipelines.flux import img2img_start, initial_latents, pack_latents
 from frontend.pipelines.noise import noise_batch, posterior_noise
 from tests.e2e.images import AUTH, assert_matches, decode, png_base64, post, served_images
-from tests.harness import API_KEY, Server, embedded_triton_url, serving
+from tests.harness import API_KEY, Server, embedded_triton_url, load, paused_mid_flight, serving
 
 PROMPT = "a gnarled oak tree in a misty meadow, morning light"
 
@@ -197,6 +198,39 @@ def test_bad_parameter_gets_its_code(server: Server, body: dict[str, Any], code:
     response = post(server, {"prompt": PROMPT, "size": "256x256", **body})
     assert response.status_code == 400
     assert (response.json()["error"]["code"], response.json()["error"]["param"]) == (code, param)
+
+
+@pytest.fixture
+def one_slot_server(model_repository: Path, tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own whose models each run one generation at a time."""
+    with serving(model_repository, tmp_path, settings={"IMAGEGEN_RUNNING_PER_MODEL": "1"}) as running:
+        yield running
+
+
+def test_bad_parameters_are_refused_while_every_slot_of_the_model_is_held(
+    one_slot_server: Server, input_image: Image.Image
+) -> None:
+    """Every parameter check runs before admission: a bad value is answered at once, never after
+    waiting for a running slot (here held, with Triton paused, by another generation)."""
+    server, image = one_slot_server, png_base64(input_image)
+    holder = {"model": "sdxl", "prompt": PROMPT, "size": "256x256", "steps": 30}
+    bad = [
+        ({"steps": 2, "strength": 0.3, "input_images": [image]}, "strength"),  # SDXL runs int(2 x 0.3) = 0 steps
+        ({"steps": 101}, "steps"),
+        ({"size": "1792x1024"}, "size"),
+    ]
+    with ThreadPoolExecutor(1) as pool:
+        headers = {**AUTH, "X-Progress-Id": "holds-the-slot"}
+        held = pool.submit(
+            httpx.post, f"{server.base_url}/images/generations", json=holder, headers=headers, timeout=120
+        )
+        with paused_mid_flight(server, ["holds-the-slot"]):
+            assert load(server, "sdxl") == {"running": 1, "queued": 0}
+            for body, param in bad:
+                response = post(server, {"model": "sdxl", "prompt": PROMPT, **body})
+                assert (response.status_code, response.json()["error"]["param"]) == (400, param)
+            assert load(server, "sdxl") == {"running": 1, "queued": 0}
+        assert held.result().status_code == 200
 
 
 def test_input_image_count_must_be_one_or_n(server: Server, input_image: Image.Image) -> None:

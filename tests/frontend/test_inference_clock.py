@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from frontend import triton
-from frontend.triton import InferenceClock
+from frontend import accounting
+from frontend.accounting import InferenceClock
 
 
 def test_time_with_calls_outstanding_together_counts_once(monkeypatch: pytest.MonkeyPatch) -> None:
     now = 0.0
-    monkeypatch.setattr(triton, "time", SimpleNamespace(perf_counter=lambda: now))
+    monkeypatch.setattr(accounting, "time", SimpleNamespace(perf_counter=lambda: now))
     clock = InferenceClock()
 
     async def call(sent: asyncio.Event, answered: asyncio.Event) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from frontend.api.errors import InvalidParameter
+from frontend.errors import InvalidParameter
 from frontend.progress import ProgressBoard
 
 ID = "0123456789abcdef"

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 
-from frontend.api.errors import InferenceUnavailable
+from frontend.accounting import InferenceClock
+from frontend.errors import InferenceUnavailable
 from frontend.pipelines.flux import FluxPipeline
 from frontend.pipelines.prompt_cache import PromptCache
-from frontend.triton import InferenceClock, TritonClient
+from frontend.triton import TritonClient
 from tests.harness import Server, embedded_triton_secret, embedded_triton_url
 
 ENCODERS = ("flux-schnell_text_encoder", "flux-schnell_text_encoder_2")

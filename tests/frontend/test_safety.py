@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from frontend.api.errors import ContentRejected, InvalidParameter
+from frontend.errors import ContentRejected, InvalidParameter
 from frontend.safety import MAX_NORMALIZED_CHARACTERS, PromptPolicy
 from frontend.settings import DEFAULT_PROMPT_POLICY
 

@@ -11,10 +11,10 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from frontend.api.errors import CsrfRejected
 from frontend.auth.passwords import hash_password, needs_rehash, verify_password
 from frontend.auth.scopes import IMAGES
 from frontend.auth.sessions import CSRF_HEADER, Sessions
+from frontend.errors import CsrfRejected
 from frontend.store import connect
 from frontend.store.repository import Account, Store
 
