@@ -21,7 +21,8 @@ from frontend.auth.accounts import MIN_PASSWORD_LENGTH, check_password, check_us
 from frontend.auth.passwords import hashed
 from frontend.auth.scopes import ADMIN_MODELS, SCOPES, parse_names
 from frontend.settings import Settings
-from frontend.store.repository import Account, Store
+from frontend.store import Store
+from frontend.store.accounts import Account
 
 COMMAND = "accounts"
 PERSON_SCOPES = ",".join(sorted(SCOPES - {ADMIN_MODELS}))
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
 async def create(store: Store, args: argparse.Namespace) -> None:
     username = check_username(args.username)
     scopes = parse_names(args.scopes, SCOPES, "scopes")
-    await store.plan(args.plan)
+    await store.plans.named(args.plan)
     account = Account(
         id=f"acct_{secrets.token_hex(6)}",
         username=username,
@@ -65,7 +66,7 @@ async def create(store: Store, args: argparse.Namespace) -> None:
         plan=args.plan,
         created_at=time.time(),
     )
-    await store.add_account(account)
+    await store.accounts.add(account)
     print(f"Created account {account.username} ({account.id}, plan {account.plan}).")
 
 
@@ -79,31 +80,31 @@ async def list_accounts(store: Store, args: argparse.Namespace) -> None:
             format_date(account.created_at),
             format_date(account.disabled_at) if account.disabled_at else "",
         ]
-        for account in await store.accounts()
+        for account in await store.accounts.all()
     ]
     print_table(["ID", "USERNAME", "PLAN", "SCOPES", "CREATED", "DISABLED"], rows)
 
 
 async def disable(store: Store, args: argparse.Namespace) -> None:
-    ended = _found(args.username, await store.set_disabled(args.username, time.time()))
+    ended = _found(args.username, await store.accounts.set_disabled(args.username, time.time()))
     print(f"Disabled {args.username}; ended {ended} sessions.")
 
 
 async def enable(store: Store, args: argparse.Namespace) -> None:
-    _found(args.username, await store.set_disabled(args.username, None))
+    _found(args.username, await store.accounts.set_disabled(args.username, None))
     print(f"Enabled {args.username}.")
 
 
 async def passwd(store: Store, args: argparse.Namespace) -> None:
-    if await store.account_named(args.username) is None:  # before the password is typed for nothing
+    if await store.accounts.named(args.username) is None:  # before the password is typed for nothing
         raise _no_account(args.username)
     password_hash = await hashed(_read_password(args.password_stdin))
-    ended = _found(args.username, await store.replace_password(args.username, password_hash))
+    ended = _found(args.username, await store.accounts.replace_password(args.username, password_hash))
     print(f"Changed the password of {args.username}; ended {ended} sessions.")
 
 
 async def end_sessions(store: Store, args: argparse.Namespace) -> None:
-    ended = _found(args.username, await store.end_sessions(args.username))
+    ended = _found(args.username, await store.accounts.end_sessions(args.username))
     print(f"Ended {ended} sessions of {args.username}.")
 
 

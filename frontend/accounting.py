@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING
 
 from frontend.errors import APIError, InternalError
 from frontend.request_context import current_request
-from frontend.store.repository import UsageRecord
+from frontend.store.ledger import UsageRecord
 
 if TYPE_CHECKING:  # the pipelines import the clock: the ledger's HTTP-facing types stay out of their imports
     from frontend.auth.credentials import Principal
     from frontend.metrics import Metrics
     from frontend.pipelines.job import GenerationJob
     from frontend.progress import Progress
-    from frontend.store.repository import Price, Store
+    from frontend.store import Store
+    from frontend.store.plans import Price
 
 JOULES_PER_KWH = 3.6e6
 
@@ -140,7 +141,7 @@ class Ledger:
             self.metrics.observe_generation(record, usage.clock.seconds, progress.denoised)
             if request := current_request():
                 request.model, request.code = record.model or "", code or ""
-            await self.store.record_usage(record)
+            await self.store.ledger.record(record)
 
     async def charge(self, usage: Usage) -> Cost:
         """The cost of a request whose images are about to be returned: the numbers the response
@@ -148,7 +149,7 @@ class Ledger:
         work = usage.work
         if work is None:
             raise RuntimeError("a request is charged only once its work is known")
-        price = await self.store.price(usage.principal.plan.name, work.model)
+        price = await self.store.plans.price(usage.principal.plan.name, work.model)
         usage.cost = Cost(
             energy_kwh(usage.clock.seconds, self.device_watts),
             credits(price, work.n, work.width, work.height, work.steps),

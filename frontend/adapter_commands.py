@@ -14,7 +14,7 @@ from typing import Any
 from frontend.adapters import pipeline_metadata, register
 from frontend.admin import format_date, on_store, print_table
 from frontend.settings import Settings
-from frontend.store.repository import Store
+from frontend.store import Store
 
 COMMAND = "lora"
 
@@ -49,13 +49,13 @@ async def _run(store: Store, args: argparse.Namespace, settings: Settings) -> No
     elif args.action == "list":
         rows = [
             [a.name, a.model, a.rank, a.layers, a.sha256[:12], format_date(a.created_at)]
-            for a in await store.lora_adapters()
+            for a in await store.adapters.find()
         ]
         print_table(["NAME", "MODEL", "RANK", "LAYERS", "SHA256", "ADDED"], rows)
     else:
-        adapter = next(iter(await store.lora_adapters([args.name])), None)
-        if adapter is None or not await store.remove_lora_adapter(args.name):
+        adapter = next(iter(await store.adapters.find([args.name])), None)
+        if adapter is None or not await store.adapters.remove(args.name):
             raise ValueError(f"there is no LoRA adapter {args.name!r}")
-        if not any(other.sha256 == adapter.sha256 for other in await store.lora_adapters()):
+        if not any(other.sha256 == adapter.sha256 for other in await store.adapters.find()):
             (settings.lora_folder / f"{adapter.sha256}.safetensors").unlink(missing_ok=True)
         print(f"Removed {args.name}.")

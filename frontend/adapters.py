@@ -27,7 +27,8 @@ import numpy as np
 
 from frontend.errors import AdapterNotFound, AdapterOfAnotherModel, InvalidParameter
 from frontend.pipelines.job import GenerationJob, LoraFactors
-from frontend.store.repository import LoraAdapter, Store
+from frontend.store import Store
+from frontend.store.adapters import LoraAdapter
 
 LORA_PARAMETERS = frozenset({"lora_weights", "lora_scale"})
 """The request parameters of a pipeline whose denoiser was exported with LoRA branches."""
@@ -231,7 +232,7 @@ async def register(
         shutil.copyfile(file, kept.with_suffix(".partial"))
         kept.with_suffix(".partial").replace(kept)
     adapter = LoraAdapter(name, model, digest, factors.rank, len(factors.layers), time.time())
-    await store.add_lora_adapter(adapter)
+    await store.adapters.add(adapter)
     return adapter
 
 
@@ -250,7 +251,7 @@ class Adapters:
         if not job.adapters or layout is None:
             return job
         names = [name for name, _ in job.adapters]
-        found = {adapter.name: adapter for adapter in await self.store.lora_adapters(names)}
+        found = {adapter.name: adapter for adapter in await self.store.adapters.find(names)}
         for name in names:
             if name not in found:
                 raise AdapterNotFound(

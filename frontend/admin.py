@@ -14,8 +14,8 @@ from typing import Any
 from frontend.auth.keys import create_key
 from frontend.auth.scopes import BENEFITS, SCOPES, parse_names
 from frontend.settings import Settings
-from frontend.store import connect
-from frontend.store.repository import Plan, Price, Store
+from frontend.store import Store, connect
+from frontend.store.plans import Plan, Price
 
 COMMANDS = ("keys", "plans", "usage")
 ALL_SCOPES = ",".join(sorted(SCOPES))
@@ -84,21 +84,21 @@ async def keys_list(store: Store, args: argparse.Namespace) -> None:
             format_date(key.created_at),
             format_date(key.revoked_at) if key.revoked_at else "",
         ]
-        for key in await store.keys()
+        for key in await store.keys.all()
     ]
     print_table(["ID", "PREFIX", "NAME", "PLAN", "SCOPES", "CREATED", "REVOKED"], rows)
 
 
 async def keys_revoke(store: Store, args: argparse.Namespace) -> None:
-    if not await store.revoke_key(args.id):
+    if not await store.keys.revoke(args.id):
         raise ValueError(f"there is no active key {args.id!r}")
     print(f"Revoked {args.id}.")
 
 
 async def plans_list(store: Store, args: argparse.Namespace) -> None:
     rows = []
-    for plan in await store.plans():
-        prices = await store.prices(plan.name)
+    for plan in await store.plans.all():
+        prices = await store.plans.prices(plan.name)
         rows.append(
             [
                 plan.name,
@@ -113,19 +113,19 @@ async def plans_list(store: Store, args: argparse.Namespace) -> None:
 
 async def plans_create(store: Store, args: argparse.Namespace) -> None:
     benefits = parse_names(args.benefits, BENEFITS, "benefits")
-    await store.add_plan(Plan(args.name, benefits, args.requests_per_minute, args.concurrent_generations))
+    await store.plans.add(Plan(args.name, benefits, args.requests_per_minute, args.concurrent_generations))
     print(f"Created plan {args.name}.")
 
 
 async def plans_price(store: Store, args: argparse.Namespace) -> None:
-    await store.plan(args.name)
-    await store.set_price(args.name, args.model, Price(args.per_image, args.per_megapixel_step))
+    await store.plans.named(args.name)
+    await store.plans.set_price(args.name, args.model, Price(args.per_image, args.per_megapixel_step))
     print(f"Set the price of {args.model} on {args.name}.")
 
 
 async def usage_report(store: Store, args: argparse.Namespace) -> None:
     since = datetime.datetime.combine(args.since, datetime.time(), datetime.UTC).timestamp() if args.since else 0.0
-    summaries = await store.usage_summary(since)
+    summaries = await store.ledger.summary(since)
     if args.json:
         for summary in summaries:
             print(json.dumps(dataclasses.asdict(summary)))

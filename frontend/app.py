@@ -46,7 +46,7 @@ from frontend.routing import REFRESH_SECONDS, Routing
 from frontend.safety import SafetyFilter
 from frontend.services import Services
 from frontend.settings import Settings
-from frontend.store.repository import Store
+from frontend.store import Store
 from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,7 @@ from frontend.auth.keys import check_operator_secret, ensure_operator_key, find_
 from frontend.auth.local_secrets import kept_secret, owner_only_folder
 from frontend.logs import configure_logging
 from frontend.settings import Settings
-from frontend.store import connect
-from frontend.store.repository import Store
+from frontend.store import Store, connect
 
 log = logging.getLogger("imagegen")
 

@@ -31,7 +31,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from frontend.admission import Admission
-from frontend.store.repository import UsageRecord
+from frontend.store.ledger import UsageRecord
 
 disable_created_metrics()  # `*_created` series, one per counter and label set, that no query here needs
 

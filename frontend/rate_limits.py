@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from frontend.auth.credentials import Principal
 from frontend.errors import RateLimited
-from frontend.store.repository import Plan, RecentUse, Store
+from frontend.store import Store
+from frontend.store.limits import RecentUse
+from frontend.store.plans import Plan
 
 WINDOW_SECONDS = 60.0
 BUSY_RETRY_SECONDS = 1
@@ -67,7 +69,7 @@ class RateLimiter:
         try:
             yield
         finally:
-            await self._store.release(admission_id)
+            await self._store.limits.release(admission_id)
 
     async def count_sign_in(self, username: str, address: str, per_username: int, per_address: int) -> None:
         """Count a sign-in attempt, or raise RateLimited past `per_address` attempts a minute from the
@@ -87,9 +89,9 @@ class RateLimiter:
         now = self._clock()
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_SECONDS
-            await self._store.forget_admissions(now, now - WINDOW_SECONDS, SWEEP_SECONDS)
+            await self._store.limits.forget_admissions(now, now - WINDOW_SECONDS, SWEEP_SECONDS)
         admission_id = f"adm_{secrets.token_hex(8)}"
-        use = await self._store.admit(
+        use = await self._store.limits.admit(
             subject,
             admission_id,
             now,

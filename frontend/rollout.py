@@ -30,7 +30,7 @@ from frontend.pipelines.pipeline import DiffusionPipeline
 from frontend.pipelines.triton_models import model_name
 from frontend.progress import Progress
 from frontend.routing import REFRESH_SECONDS, Routing, at_version, in_flight_key, route_versions
-from frontend.store.repository import Route
+from frontend.store.routes import Route
 from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class Rollouts:
         route = self.routing.route(model)
         if route.generation == 0:
             route = dataclasses.replace(route, generation=1)
-            if not await self.routing.store.replace_route(route):
+            if not await self.routing.store.routes.replace(route):
                 raise AdminConflict(f"The routing table of {model} changed meanwhile; try again.")
         return route
 
@@ -139,7 +139,7 @@ class Rollouts:
             await self._load(models, before | after, keep=before)
             for version in sorted(added):
                 await self._warm_up(pipeline, version, models, keep=before)
-        if not await self.routing.store.replace_route(new):
+        if not await self.routing.store.routes.replace(new):
             raise AdminConflict(f"The routing table of {pipeline.name} changed meanwhile; try again.")
         log.info("%s: route generation %d serves %s", pipeline.name, new.generation, sorted(after))
         drained = await self._drain(new, retired=before - after)

@@ -24,7 +24,9 @@ from typing import Any
 
 from frontend.catalog import Catalog
 from frontend.pipelines.pipeline import DiffusionPipeline
-from frontend.store.repository import Heartbeat, Route, Store
+from frontend.store import Store
+from frontend.store.heartbeats import Heartbeat
+from frontend.store.routes import Route
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +106,13 @@ class Routing:
 
     async def refresh(self) -> None:
         """Follow the stored routing table, then say so in this frontend's heartbeat."""
-        self._routes = await self.store.routes()
+        self._routes = await self.store.routes.all()
         heartbeat = Heartbeat(self.frontend, self.address, self.serving(), dict(self._in_flight), time.time())
-        await self.store.beat(heartbeat)
+        await self.store.heartbeats.beat(heartbeat)
 
     async def live_frontends(self) -> list[Heartbeat]:
-        return await self.store.heartbeats(since=time.time() - STALE_SECONDS)
+        return await self.store.heartbeats.since(time.time() - STALE_SECONDS)
 
     async def leave(self) -> None:
         """On shutdown: rollouts stop waiting for this frontend at once."""
-        await self.store.forget_frontend(self.frontend)
+        await self.store.heartbeats.forget(self.frontend)

@@ -7,7 +7,8 @@ be made can sign in, and a sign-in is refused (400) before it reaches the store 
 from __future__ import annotations
 
 from frontend.auth.passwords import hashed, needs_rehash, verified
-from frontend.store.repository import Account, Store
+from frontend.store import Store
+from frontend.store.accounts import Account
 
 MAX_USERNAME_LENGTH = 64
 MIN_PASSWORD_LENGTH = 8
@@ -42,10 +43,10 @@ async def sign_in(store: Store, username: str, password: str) -> Account | None:
     """The account these credentials open, or None: an unknown username, a wrong password and a
     disabled account cost the same scrypt and are told apart by nobody. A hash made with older
     parameters is replaced by one with today's, the only moment the password is known."""
-    account = await store.account_named(username)
+    account = await store.accounts.named(username)
     matches = await verified(password, account.password_hash if account else None)
     if account is None or not matches or account.disabled_at is not None:
         return None
     if needs_rehash(account.password_hash):
-        await store.rehash_password(account.id, account.password_hash, await hashed(password))
+        await store.accounts.rehash_password(account.id, account.password_hash, await hashed(password))
     return account

@@ -10,7 +10,8 @@ from starlette.requests import Request
 from frontend.auth.keys import find_key
 from frontend.auth.sessions import SESSION_COOKIE, Session, Sessions
 from frontend.errors import PlanLacksBenefit, ScopeMissing, Unauthenticated
-from frontend.store.repository import Plan, Store
+from frontend.store import Store
+from frontend.store.plans import Plan
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Methods a cookie may authenticate without a CSRF token: they change nothing."""
@@ -54,9 +55,9 @@ class Authenticator:
             key = await find_key(self.store, secret)
             if key is None:
                 raise Unauthenticated("The API key is not valid, or has been revoked.")
-            return Principal(key.id, key.scopes, await self.store.plan(key.plan))
+            return Principal(key.id, key.scopes, await self.store.plans.named(key.plan))
         account = (await self.session(request)).account
-        return Principal(account.id, account.scopes, await self.store.plan(account.plan))
+        return Principal(account.id, account.scopes, await self.store.plans.named(account.plan))
 
     async def session(self, request: Request) -> Session:
         """The request's browser session; a request that may change something must carry its CSRF token."""

@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterable
 
 from frontend.auth.scopes import SCOPES, STUDIO_PLAN
-from frontend.store.repository import ApiKey, Store
+from frontend.store import Store
+from frontend.store.keys import ApiKey
 
 SECRET_START = "sk-ig-"
 PREFIX_LENGTH = len(SECRET_START) + 8
@@ -78,10 +79,10 @@ async def create_key(store: Store, scopes: Iterable[str], plan: str, name: str =
     """A new key on an existing plan, and its secret: shown once, never stored."""
     if name == OPERATOR:
         raise ValueError(f"the name {OPERATOR!r} is the operator's key's: a new IMAGEGEN_API_KEY revokes it")
-    await store.plan(plan)
+    await store.plans.named(plan)
     secret = new_secret()
     key = key_record(secret, scopes, plan, name)
-    await store.add_key(key)
+    await store.keys.add(key)
     return key, secret
 
 
@@ -89,13 +90,13 @@ async def ensure_operator_key(store: Store, secret: str) -> list[str]:
     """Store the operator's key (`IMAGEGEN_API_KEY`, or the one generated for `make serve`) with every
     scope on the studio plan, revoking the operator's earlier keys: the ids revoked. A later start
     with the same key finds it, revoked or not, and changes nothing."""
-    return await store.replace_keys_named(key_record(secret, SCOPES, STUDIO_PLAN, name=OPERATOR))
+    return await store.keys.replace_named(key_record(secret, SCOPES, STUDIO_PLAN, name=OPERATOR))
 
 
 async def find_key(store: Store, secret: str) -> ApiKey | None:
     """The active key whose secret this is."""
     digest = hash_secret(secret)
-    for key in await store.active_keys_with_prefix(secret[:PREFIX_LENGTH]):
+    for key in await store.keys.active_with_prefix(secret[:PREFIX_LENGTH]):
         if hmac.compare_digest(key.secret_hash, digest):
             return key
     return None

@@ -23,7 +23,8 @@ from starlette.responses import Response
 
 from frontend.auth.local_secrets import random_token
 from frontend.errors import CsrfRejected
-from frontend.store.repository import Account, Store
+from frontend.store import Store
+from frontend.store.accounts import Account
 
 SESSION_COOKIE = "imagegen_session"
 CSRF_COOKIE = "imagegen_csrf"
@@ -45,7 +46,7 @@ class Sessions:
 
     async def start(self, account: Account) -> Session:
         session = Session(random_token(), account, int(time.time()) + self.ttl_seconds)
-        await self.store.add_session(_token_hash(session.token), account.id, session.expires_at)
+        await self.store.sessions.add(_token_hash(session.token), account.id, session.expires_at)
         return session
 
     async def resume(self, cookie: str) -> Session | None:
@@ -59,11 +60,11 @@ class Sessions:
         now = time.time()
         if int(expires) <= now:
             return None
-        account = await self.store.session_account(_token_hash(token), now)
+        account = await self.store.sessions.account(_token_hash(token), now)
         return None if account is None else Session(token, account, int(expires))
 
     async def end(self, session: Session) -> None:
-        await self.store.delete_session(_token_hash(session.token))
+        await self.store.sessions.delete(_token_hash(session.token))
 
     def csrf_token(self, session: Session) -> str:
         return self._sign(f"csrf:{session.token}")

@@ -1,6 +1,6 @@
 """The shared store: one PostgreSQL database that several frontend replicas use as one service.
 
-Threads, as sqlite.py: `_transact` runs a synchronous function over a pooled connection on a worker
+Threads, as sqlite.py: `transact` runs a synchronous function over a pooled connection on a worker
 thread. An asyncio pool would bind the store to one event loop, and `imagegen serve` opens the store
 (migrations, the operator's key) before uvicorn starts the loop that serves.
 """
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg_pool
 
-from frontend.store.repository import Store
+from frontend.store.database import Database
 from frontend.store.schema import Transaction, migrate
 
 T = TypeVar("T")
@@ -40,9 +40,9 @@ class _PostgresTransaction:
         return self._cursor.execute(_placeholders(sql), params).rowcount
 
 
-class PostgresStore(Store):
+class PostgresDatabase(Database):
     """Transactions run at READ COMMITTED on pooled connections, concurrently: where a read decides a
-    write (migrations, rate limits) the transaction takes a lock first, as repository.py documents."""
+    write (migrations, rate limits) the transaction takes a lock first, as limits.py documents."""
 
     def __init__(self, url: str) -> None:
         self._workers = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="postgres-store")
@@ -54,24 +54,24 @@ class PostgresStore(Store):
             raise ValueError(f"cannot connect to the PostgreSQL store within {CONNECT_TIMEOUT_S:.0f} s") from None
 
     @classmethod
-    async def open(cls, url: str) -> PostgresStore:
-        """The store in the database at `url`, migrated to the latest schema."""
-        store = cls(url)
+    async def open(cls, url: str) -> PostgresDatabase:
+        """The database at `url`, migrated to the latest schema."""
+        database = cls(url)
         try:
-            await store.migrate()
+            await database.migrate()
         except BaseException:
-            store.close()
+            database.close()
             raise
-        return store
+        return database
 
     async def migrate(self) -> list[int]:
         def work(tx: Transaction) -> list[int]:
             tx.fetchall("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
             return migrate(tx, time.time())
 
-        return await self._transact(work)
+        return await self.transact(work)
 
-    async def _transact(self, work: Callable[[Transaction], T]) -> T:
+    async def transact(self, work: Callable[[Transaction], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._workers, self._run, work)
 
     def _run(self, work: Callable[[Transaction], T]) -> T:
@@ -87,5 +87,5 @@ class PostgresStore(Store):
 
 
 def _placeholders(sql: str) -> str:
-    """repository.py's `?` placeholders as psycopg's `%s` (a literal `%` doubled)."""
+    """The repositories' `?` placeholders as psycopg's `%s` (a literal `%` doubled)."""
     return sql.replace("%", "%%").replace("?", "%s")

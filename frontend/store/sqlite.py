@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from frontend.store.repository import Store
+from frontend.store.database import Database
 from frontend.store.schema import Transaction
 
 T = TypeVar("T")
@@ -34,7 +34,7 @@ class _SqliteTransaction:
         return self._connection.execute(sql, params).rowcount
 
 
-class SqliteStore(Store):
+class SqliteDatabase(Database):
     """A connection owned by a single worker thread: statements never block the event loop, and
     the transactions of concurrent requests run one after the other as SQLite requires."""
 
@@ -46,13 +46,13 @@ class SqliteStore(Store):
         self._connection = self._worker.submit(_connect, path).result()
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStore:
-        """The store at `path`, created or migrated to the latest schema."""
-        store = cls(path)
-        await store.migrate()
-        return store
+    async def open(cls, path: Path) -> SqliteDatabase:
+        """The database at `path`, created or migrated to the latest schema."""
+        database = cls(path)
+        await database.migrate()
+        return database
 
-    async def _transact(self, work: Callable[[Transaction], T]) -> T:
+    async def transact(self, work: Callable[[Transaction], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._worker, self._run, work)
 
     def _run(self, work: Callable[[Transaction], T]) -> T:

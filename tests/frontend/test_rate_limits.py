@@ -13,8 +13,8 @@ import pytest
 from frontend.auth.credentials import Principal
 from frontend.errors import RateLimited
 from frontend.rate_limits import LEASE_MARGIN_SECONDS, USERNAME_ADDRESSES, WINDOW_SECONDS, Limits, RateLimiter
-from frontend.store import connect
-from frontend.store.repository import Plan, Store
+from frontend.store import Store, connect
+from frontend.store.plans import Plan
 from frontend.store.schema import Transaction
 
 KEY = Principal("key_a", frozenset(), Plan("studio"))
@@ -156,7 +156,7 @@ async def admission_rows(store: Store) -> tuple[list[str], list[str]]:
         principals = tx.fetchall("SELECT principal FROM rate_limit_principals ORDER BY principal")
         return [p for (p,) in admissions], [p for (p,) in principals]
 
-    return await store._transact(read)
+    return await store.database.transact(read)
 
 
 def test_rows_are_deleted_once_their_window_has_passed_whoever_they_counted(store: Store) -> None:

@@ -15,8 +15,8 @@ from frontend.auth.passwords import hash_password, needs_rehash, verify_password
 from frontend.auth.scopes import IMAGES
 from frontend.auth.sessions import CSRF_HEADER, Sessions
 from frontend.errors import CsrfRejected
-from frontend.store import connect
-from frontend.store.repository import Account, Store
+from frontend.store import Store, connect
+from frontend.store.accounts import Account
 
 ALICE = Account("acct_alice", "alice", "unused", frozenset({IMAGES}), "studio", 0.0)
 
@@ -24,7 +24,7 @@ ALICE = Account("acct_alice", "alice", "unused", frozenset({IMAGES}), "studio", 
 @pytest.fixture
 def store(store_location: str) -> Iterator[Store]:
     opened = asyncio.run(connect(store_location))
-    asyncio.run(opened.add_account(ALICE))
+    asyncio.run(opened.accounts.add(ALICE))
     yield opened
     opened.close()
 
@@ -54,9 +54,9 @@ def test_disabling_an_account_changing_its_password_or_ending_its_sessions_ends_
     sessions = Sessions(store, "secret", ttl_seconds=60)
     cookies = [cookie_of(sessions)[0] for _ in range(2)]
     changes = {
-        "disable": lambda: store.set_disabled("alice", 1.0),
-        "passwd": lambda: store.replace_password("alice", "another hash"),
-        "end-sessions": lambda: store.end_sessions("alice"),
+        "disable": lambda: store.accounts.set_disabled("alice", 1.0),
+        "passwd": lambda: store.accounts.replace_password("alice", "another hash"),
+        "end-sessions": lambda: store.accounts.end_sessions("alice"),
     }
     assert asyncio.run(changes[change]()) == 2
     assert [asyncio.run(sessions.resume(cookie)) for cookie in cookies] == [None, None]
@@ -66,25 +66,25 @@ def test_a_session_made_while_disabled_never_resumes(store: Store) -> None:
     """One made while the account is disabled (another frontend's sign-in racing the change) is refused,
     and ended when the account is enabled again."""
     sessions = Sessions(store, "secret", ttl_seconds=60)
-    asyncio.run(store.set_disabled("alice", 1.0))
+    asyncio.run(store.accounts.set_disabled("alice", 1.0))
     cookie, _ = cookie_of(sessions)
     assert asyncio.run(sessions.resume(cookie)) is None
-    assert asyncio.run(store.set_disabled("alice", None)) == 1
+    assert asyncio.run(store.accounts.set_disabled("alice", None)) == 1
     assert asyncio.run(sessions.resume(cookie)) is None
     assert asyncio.run(sessions.resume(cookie_of(sessions)[0])) is not None
 
 
 def test_changes_to_an_unknown_account_say_so(store: Store) -> None:
-    assert asyncio.run(store.set_disabled("nobody", 1.0)) is None
-    assert asyncio.run(store.replace_password("nobody", "hash")) is None
-    assert asyncio.run(store.end_sessions("nobody")) is None
+    assert asyncio.run(store.accounts.set_disabled("nobody", 1.0)) is None
+    assert asyncio.run(store.accounts.replace_password("nobody", "hash")) is None
+    assert asyncio.run(store.accounts.end_sessions("nobody")) is None
 
 
 def test_a_rehash_never_overwrites_a_password_changed_meanwhile(store: Store) -> None:
-    asyncio.run(store.replace_password("alice", "new password's hash"))
-    assert not asyncio.run(store.rehash_password(ALICE.id, ALICE.password_hash, "old password's rehash"))
-    assert asyncio.run(store.rehash_password(ALICE.id, "new password's hash", "new password's rehash"))
-    account = asyncio.run(store.account_named("alice"))
+    asyncio.run(store.accounts.replace_password("alice", "new password's hash"))
+    assert not asyncio.run(store.accounts.rehash_password(ALICE.id, ALICE.password_hash, "old password's rehash"))
+    assert asyncio.run(store.accounts.rehash_password(ALICE.id, "new password's hash", "new password's rehash"))
+    account = asyncio.run(store.accounts.named("alice"))
     assert account is not None and account.password_hash == "new password's rehash"
 
 
