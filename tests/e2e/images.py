@@ -16,8 +16,8 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 TOLERANCE = 2  # per channel, out of 255
 
 
-def post(server: Server, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{server.base_url}/images/generations", json=body, headers=AUTH, timeout=120)
+def post(server: Server, body: dict[str, Any], timeout: float = 120) -> httpx.Response:
+    return httpx.post(f"{server.base_url}/images/generations", json=body, headers=AUTH, timeout=timeout)
 
 
 def decode(b64: str) -> Image.Image:
@@ -26,8 +26,8 @@ def decode(b64: str) -> Image.Image:
     return image
 
 
-def served_images(server: Server, body: dict[str, Any]) -> list[np.ndarray]:
-    response = post(server, body)
+def served_images(server: Server, body: dict[str, Any], timeout: float = 120) -> list[np.ndarray]:
+    response = post(server, body, timeout)
     assert response.status_code == 200, response.text
     return [np.asarray(decode(item["b64_json"]), dtype=np.int16) for item in response.json()["data"]]
 

@@ -42,6 +42,8 @@ DENOISERS = {"flux-schnell": "transformer", "sdxl": "unet"}
 VOCABULARIES = {"flux-schnell": (VOCABULARY_SIZE, T5_PIECES + T5_EXTRA_IDS), "sdxl": (VOCABULARY_SIZE, VOCABULARY_SIZE)}
 """Each family's (tokenizer, tokenizer_2) sizes: CLIP's published 49,408 and T5's 32,100."""
 COMPLETE = ".complete"
+REQUEST_TIMEOUT = 900
+"""Seconds: a real-width request takes under half a minute on an idle 2-core machine, minutes on a shared one."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def test_served_tokenizer_gives_transformers_ids_with_full_size_vocabularies(
 def test_served_image_matches_diffusers(family: Exported, server: Server, reference: DiffusionPipeline) -> None:
     body: dict[str, Any] = {"model": family.pipeline, "prompt": PROMPT, "width": SIDE, "height": SIDE, "seed": SEED}
     body |= {"steps": STEPS} | ({"guidance": SDXL_GUIDANCE} if family.pipeline == "sdxl" else {})
-    served = served_images(server, body)
+    served = served_images(server, body, timeout=REQUEST_TIMEOUT)
     assert served[0].shape == (SIDE, SIDE, 3)
     difference = assert_matches(served, diffusers_images(family.pipeline, reference))
     print(f"\n{family.pipeline}: max |served - diffusers| = {difference}/255")
