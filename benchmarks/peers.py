@@ -21,9 +21,11 @@ from google.protobuf import text_format
 from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2 as pb
 
+from families.family import TOKENIZER, VAE_DECODER
+from families.flux import CLIP, T5, TRANSFORMER
+from families.triton_models import PIPELINE_PARAMETER, model_name
 from frontend.pipelines.flux import PACKING, initial_latents, latent_image_ids, unpack_latents
 from frontend.pipelines.schedulers import FlowMatchEuler
-from frontend.pipelines.triton_models import PIPELINE_PARAMETER, model_name
 
 VERSION = "1"
 
@@ -41,19 +43,19 @@ class OrtPeer:
 
     def __init__(self, repository: Path, name: str) -> None:
         self._folder = lambda component: repository / model_name(name, component)
-        config = text_format.Parse((self._folder("transformer") / "config.pbtxt").read_text(), pb.ModelConfig())
+        config = text_format.Parse((self._folder(TRANSFORMER.name) / "config.pbtxt").read_text(), pb.ModelConfig())
         metadata = json.loads(config.parameters[PIPELINE_PARAMETER].string_value)
         self.scheduler = FlowMatchEuler.from_config(metadata["scheduler"])
         self.vae_scale_factor = int(metadata["vae_scale_factor"])
-        self.t5_length = int(metadata["text_encoders"]["text_encoder_2"])
+        self.t5_length = int(metadata["text_encoders"][T5.name])
         """T5's prompt length (256 for schnell), diffusers' `max_sequence_length` for the same image."""
         self.tokenizers = {
-            encoder: Tokenizer.from_file(str(self._folder("tokenizer") / VERSION / encoder / "tokenizer.json"))
+            encoder: Tokenizer.from_file(str(self._folder(TOKENIZER.name) / VERSION / encoder / "tokenizer.json"))
             for encoder in metadata["text_encoders"]
         }
         self.sessions = {
             component: self._session(component)
-            for component in ("text_encoder", "text_encoder_2", "transformer", "vae_decoder")
+            for component in (CLIP.name, T5.name, TRANSFORMER.name, VAE_DECODER.name)
         }
 
     def _session(self, component: str) -> ort.InferenceSession:
@@ -62,8 +64,8 @@ class OrtPeer:
 
     def generate(self, prompt: str, seed: int, width: int, height: int, steps: int) -> np.ndarray:
         ids = {encoder: np.array([t.encode(prompt).ids], dtype=np.int64) for encoder, t in self.tokenizers.items()}
-        (pooled,) = self.sessions["text_encoder"].run(["pooled_embeds"], {"input_ids": ids["text_encoder"]})
-        (prompt_embeds,) = self.sessions["text_encoder_2"].run(["prompt_embeds"], {"input_ids": ids["text_encoder_2"]})
+        (pooled,) = self.sessions[CLIP.name].run(["pooled_embeds"], {"input_ids": ids[CLIP.name]})
+        (prompt_embeds,) = self.sessions[T5.name].run(["prompt_embeds"], {"input_ids": ids[T5.name]})
         latent_height, latent_width = height // self.vae_scale_factor, width // self.vae_scale_factor
         latents = initial_latents([seed], height, width)
         sigmas, timesteps = self.scheduler.schedule(steps, (latent_height // PACKING) * (latent_width // PACKING))
@@ -77,16 +79,16 @@ class OrtPeer:
         for index, timestep in enumerate(timesteps):
             feeds["hidden_states"] = latents
             feeds["timestep"] = np.full((1, 1), timestep / np.float32(1000), dtype=np.float32)
-            (noise_pred,) = self.sessions["transformer"].run(["noise_pred"], feeds)
+            (noise_pred,) = self.sessions[TRANSFORMER.name].run(["noise_pred"], feeds)
             latents = self.scheduler.step(latents, noise_pred, sigmas[index], sigmas[index + 1])
         latent = unpack_latents(latents, latent_height, latent_width)
-        (image,) = self.sessions["vae_decoder"].run(["image"], {"latent": latent})
+        (image,) = self.sessions[VAE_DECODER.name].run(["image"], {"latent": latent})
         return image[0]
 
     def _neutral_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Zeros, one row, for the transformer's optional inputs the loop does not set (LoRA factors:
         zeros are no adapter), as the server sends for a request without them."""
-        declared = self.sessions["transformer"].get_inputs()
+        declared = self.sessions[TRANSFORMER.name].get_inputs()
         return {
             i.name: np.zeros((1, *i.shape[1:]), dtype=np.float32)
             for i in declared

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from export import flux, sdxl
+from export.components import Component
 from export.hub import resolve_checkpoint
 from export.loading import TORCH_DTYPES, load_module
 from export.lora import DEFAULT_RANK
@@ -29,24 +29,10 @@ from export.repository import (
 )
 from export.tensorrt import PLAN_FILE, Precision, build_plan, plan_build, require_tensorrt
 from export.tokenizer import export_tokenizer
+from families import checkpoint_family
+from families.family import Family
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Family:
-    module: ModuleType  # load_modules(checkpoint, lora_rank) and describe(modules)
-    denoiser: str
-    """The component whose config carries the pipeline metadata, where the frontend's catalog looks."""
-
-
-FAMILIES: dict[str, Family] = {
-    "FluxPipeline": Family(flux, "transformer"),
-    "StableDiffusionXLPipeline": Family(sdxl, "unet"),
-}
-"""diffusers pipeline class (model_index.json `_class_name`) -> how to export it."""
-
-TOKENIZER_FOLDERS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2"}
 
 
 def read_model_index(checkpoint: Path) -> dict[str, Any]:
@@ -54,8 +40,10 @@ def read_model_index(checkpoint: Path) -> dict[str, Any]:
     if not index.is_file():
         raise ValueError(f"{checkpoint} is not a diffusers checkpoint folder: no model_index.json")
     content: dict[str, Any] = json.loads(index.read_text())
-    if content["_class_name"] not in FAMILIES:
-        raise ValueError(f"{checkpoint}: {content['_class_name']} is not supported (supported: {', '.join(FAMILIES)})")
+    try:
+        checkpoint_family(content["_class_name"])
+    except ValueError as exc:
+        raise ValueError(f"{checkpoint}: {exc}") from None
     return content
 
 
@@ -79,6 +67,30 @@ def write_shared_config(repository: Path, config: pb.ModelConfig, version: int) 
     return write_config(repository, config)
 
 
+@dataclass(frozen=True)
+class Described:
+    """What `imagegen export` writes for a checkpoint, before any weight is loaded."""
+
+    family: Family
+    exporter: ModuleType
+    """The family's export module (`Family.exporter`): its `SOURCES` load each component's weights."""
+    components: tuple[Component, ...]
+    metadata: dict[str, Any]
+    """The pipeline metadata its denoiser's config carries, which the frontend's catalog reads."""
+
+
+def describe_checkpoint(checkpoint: Path, lora_rank: int = DEFAULT_RANK) -> Described:
+    """The checkpoint's family, its components' tensor contracts and its pipeline metadata, from
+    shapes alone (meta tensors)."""
+    index = read_model_index(checkpoint)
+    family = checkpoint_family(index["_class_name"])
+    exporter = family.exporter_module()
+    components, metadata = exporter.describe(exporter.load_modules(checkpoint, lora_rank, weights=False))
+    metadata.update(pipeline_options(index))
+    metadata["scheduler"] = json.loads((checkpoint / "scheduler" / "scheduler_config.json").read_text())
+    return Described(family, exporter, components, metadata)
+
+
 def export_checkpoint(
     checkpoint: Path | str,
     name: str,
@@ -98,26 +110,27 @@ def export_checkpoint(
     if engine == "tensorrt":
         require_tensorrt()
     checkpoint = resolve_checkpoint(checkpoint)
-    index = read_model_index(checkpoint)
-    family = FAMILIES[index["_class_name"]]
     started = time.perf_counter()
-    # Shapes only (meta tensors): the contracts and metadata need no weights.
-    components, metadata = family.module.describe(family.module.load_modules(checkpoint, lora_rank, weights=False))
-    metadata.update(pipeline_options(index))
-    metadata["scheduler"] = json.loads((checkpoint / "scheduler" / "scheduler_config.json").read_text())
+    described = describe_checkpoint(checkpoint, lora_rank)
+    family, components, metadata = described.family, described.components, described.metadata
     steps = len(components) + 1
     reports = []
     for number, component in enumerate(components, start=1):
         log.info("[%d/%d] exporting %s", number, steps, component.name)
         if dtype == "fp16" and component.overflows_fp16:
             log.warning("%s stays FP32: its activations overflow FP16 (--dtype bf16 halves it)", component.name)
-        parameters = pipeline_parameters(metadata) if component.name == family.denoiser else None
+        parameters = pipeline_parameters(metadata) if component.name == family.denoiser.name else None
         config = onnx_model_config(name, component, parameters)
         plan = plan_build(config, component, metadata, precision) if engine == "tensorrt" else None
         folder = write_shared_config(repository, plan.config if plan else config, version)
         onnx_path = folder / str(version) / "model.onnx"
         load = functools.partial(
-            load_module, family.module.SOURCES, component.name, checkpoint, lora_rank, TORCH_DTYPES[dtype]
+            load_module,
+            described.exporter.SOURCES,
+            component.name,
+            checkpoint,
+            lora_rank,
+            TORCH_DTYPES[dtype],
         )
         reports.append(export_component(load, component, onnx_path, dtype, fused_attention=plan is None))
         if plan is not None:
@@ -125,9 +138,7 @@ def export_checkpoint(
     log.info("[%d/%d] exporting tokenizers", steps, steps)
     encoders: dict[str, int] = metadata["text_encoders"]
     folder = write_shared_config(repository, tokenizer_model_config(name, encoders), version)
-    for encoder, max_length in encoders.items():
-        export_tokenizer(
-            checkpoint / TOKENIZER_FOLDERS[encoder], max_length, folder / str(version) / encoder / "tokenizer.json"
-        )
+    for encoder, tokenizer in family.tokenizer_folders.items():
+        export_tokenizer(checkpoint / tokenizer, encoders[encoder], folder / str(version) / encoder / "tokenizer.json")
     log.info("exported %s to %s (version %d) in %.0f s", name, repository, version, time.perf_counter() - started)
     return reports

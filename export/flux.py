@@ -18,16 +18,11 @@ from export.components import BATCH, Component, TensorSpec
 from export.loading import Source
 from export.lora import DEFAULT_RANK, LowRankFactors, add_low_rank_branches, lora_inputs, lora_metadata
 from export.vae import VaeDecoder, VaeEncoder, vae_components
+from families.family import VAE_DECODER, VAE_ENCODER
+from families.flux import CLIP, FLUX, T5, TRANSFORMER
 
-FAMILY = "flux"
-CLIP_MAX_TOKENS = 77
-T5_MAX_TOKENS = {False: 256, True: 512}
-"""Prompt length for T5 by `guidance_embeds`: schnell is distilled at 256 tokens, dev at 512
-(Black Forest Labs' reference settings)."""
-DEFAULT_STEPS = {False: 4, True: 28}
 DENOISER_MAX_BATCH = 32
 """Ten images with true CFG make a batch of 20; concurrent requests may add to it."""
-DEFAULT_GUIDANCE = {False: 0.0, True: 3.5}
 
 
 class ClipPooled(torch.nn.Module):
@@ -89,11 +84,11 @@ def _denoiser(transformer: FluxTransformer2DModel, lora_rank: int) -> FluxDenois
 
 
 SOURCES: dict[str, Source] = {
-    "text_encoder": Source("text_encoder", CLIPTextModel, lambda model, _: ClipPooled(model)),
-    "text_encoder_2": Source("text_encoder_2", T5EncoderModel, lambda model, _: T5Hidden(model)),
-    "transformer": Source("transformer", FluxTransformer2DModel, _denoiser),
-    "vae_decoder": Source("vae", AutoencoderKL, lambda model, _: VaeDecoder(model)),
-    "vae_encoder": Source("vae", AutoencoderKL, lambda model, _: VaeEncoder(model)),
+    CLIP.name: Source("text_encoder", CLIPTextModel, lambda model, _: ClipPooled(model)),
+    T5.name: Source("text_encoder_2", T5EncoderModel, lambda model, _: T5Hidden(model)),
+    TRANSFORMER.name: Source("transformer", FluxTransformer2DModel, _denoiser),
+    VAE_DECODER.name: Source("vae", AutoencoderKL, lambda model, _: VaeDecoder(model)),
+    VAE_ENCODER.name: Source("vae", AutoencoderKL, lambda model, _: VaeEncoder(model)),
 }
 """Component name -> its module in a diffusers FLUX folder; the transformer with LoRA branches of the
 rank budget (none for 0)."""
@@ -105,12 +100,13 @@ def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK, weights: bool 
 
 def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...], dict[str, Any]]:
     """The components' tensor contracts and the pipeline metadata the frontend reads from Triton."""
-    clip = modules["text_encoder"].encoder.config
-    t5 = modules["text_encoder_2"].encoder.config
-    denoiser = modules["transformer"]
+    clip = modules[CLIP.name].encoder.config
+    t5 = modules[T5.name].encoder.config
+    denoiser = modules[TRANSFORMER.name]
     transformer = denoiser.transformer.config
-    vae = modules["vae_decoder"].vae.config
+    vae = modules[VAE_DECODER.name].vae.config
     guidance = bool(transformer.guidance_embeds)
+    variant = FLUX.variant(guidance)
     channels = int(transformer.in_channels)
     denoiser_inputs = [
         TensorSpec("hidden_states", "FP32", (BATCH, "image_tokens", channels)),
@@ -125,14 +121,14 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
         denoiser_inputs.extend(lora_inputs(denoiser.factors))
     components = (
         Component(
-            name="text_encoder",
+            name=CLIP.name,
             subfolder="text_encoder",
             inputs=(TensorSpec("input_ids", "INT64", (BATCH, "clip_tokens")),),
             outputs=(TensorSpec("pooled_embeds", "FP32", (BATCH, clip.hidden_size)),),
-            sample_sizes={BATCH: 2, "clip_tokens": CLIP_MAX_TOKENS},
+            sample_sizes={BATCH: 2, "clip_tokens": variant.prompt_lengths[CLIP.name]},
         ),
         Component(
-            name="text_encoder_2",
+            name=T5.name,
             subfolder="text_encoder_2",
             inputs=(TensorSpec("input_ids", "INT64", (BATCH, "t5_tokens")),),
             outputs=(TensorSpec("prompt_embeds", "FP32", (BATCH, "t5_tokens", t5.d_model)),),
@@ -140,7 +136,7 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
             overflows_fp16=True,  # T5 v1.1's feed-forward activations (why transformers keeps `wo` in FP32)
         ),
         Component(
-            name="transformer",
+            name=TRANSFORMER.name,
             subfolder="transformer",
             inputs=tuple(denoiser_inputs),
             outputs=(TensorSpec("noise_pred", "FP32", (BATCH, "image_tokens", channels)),),
@@ -151,14 +147,14 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
         *vae_components(vae),
     )
     metadata = {
-        "family": FAMILY,
+        "family": FLUX.name,
         "latent_channels": int(vae.latent_channels),
         "vae_scale_factor": 2 ** (len(vae.block_out_channels) - 1),
         "guidance_embeds": guidance,
-        "default_steps": DEFAULT_STEPS[guidance],
-        "default_guidance": DEFAULT_GUIDANCE[guidance],
-        "text_encoders": {"text_encoder": CLIP_MAX_TOKENS, "text_encoder_2": T5_MAX_TOKENS[guidance]},
+        "default_steps": variant.steps,
+        "default_guidance": variant.guidance,
+        "text_encoders": dict(variant.prompt_lengths),
     }
     if denoiser.factors is not None:
-        metadata["lora"] = lora_metadata(denoiser.factors, "transformer")
+        metadata["lora"] = lora_metadata(denoiser.factors, TRANSFORMER.name)
     return components, metadata

@@ -126,15 +126,17 @@ def build_tiny_lora(
     PEFT starts `lora_B` at zero (an adapter that changes nothing); both factors are drawn from a
     seeded normal distribution instead, scaled so that the adapter visibly changes the image.
     """
-    from diffusers import FluxPipeline, FluxTransformer2DModel, StableDiffusionXLPipeline, UNet2DConditionModel
+    import diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     from export.checkpoint import read_model_index
+    from families import checkpoint_family
 
-    flux = read_model_index(checkpoint)["_class_name"] == "FluxPipeline"
-    model_class, subfolder = (FluxTransformer2DModel, "transformer") if flux else (UNet2DConditionModel, "unet")
-    model = model_class.from_pretrained(checkpoint, subfolder=subfolder, torch_dtype=torch.float32)
+    family = checkpoint_family(read_model_index(checkpoint)["_class_name"])
+    denoiser = family.denoiser.name
+    source = family.exporter_module().SOURCES[denoiser]
+    model = source.model_class.from_pretrained(checkpoint, subfolder=source.subfolder, torch_dtype=torch.float32)
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(targets), init_lora_weights=True)
     model.add_adapter(config)
     generator = torch.Generator().manual_seed(seed)
@@ -145,8 +147,7 @@ def build_tiny_lora(
     layers = get_peft_model_state_dict(model)
     metadata = {"r": rank, "lora_alpha": alpha or rank, "target_modules": list(targets)}
     out.mkdir(parents=True, exist_ok=True)
-    if flux:
-        FluxPipeline.save_lora_weights(out, transformer_lora_layers=layers, transformer_lora_adapter_metadata=metadata)
-    else:
-        StableDiffusionXLPipeline.save_lora_weights(out, unet_lora_layers=layers, unet_lora_adapter_metadata=metadata)
+    # diffusers names the arguments after the denoiser (`transformer_lora_layers`, `unet_lora_layers`).
+    save = getattr(diffusers, family.checkpoint_class).save_lora_weights
+    save(out, **{f"{denoiser}_lora_layers": layers, f"{denoiser}_lora_adapter_metadata": metadata})
     return out / "pytorch_lora_weights.safetensors"

@@ -15,7 +15,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from export.components import Component, TensorSpec
-from frontend.pipelines.triton_models import PIPELINE_PARAMETER, model_name
+from families.family import TOKENIZER
+from families.triton_models import PIPELINE_PARAMETER, model_name
 
 ONNX_BACKEND = "onnxruntime"
 TOKENIZER_BACKEND = "tokenizer"
@@ -50,7 +51,7 @@ def onnx_model_config(
 def tokenizer_model_config(pipeline: str, encoders: Mapping[str, int]) -> pb.ModelConfig:
     """The tokenizer model: one prompt in, fixed-length ids out for each text encoder, and whether
     any of them cut the prompt at its limit."""
-    config = pb.ModelConfig(name=model_name(pipeline, "tokenizer"), backend=TOKENIZER_BACKEND, max_batch_size=16)
+    config = pb.ModelConfig(name=model_name(pipeline, TOKENIZER.name), backend=TOKENIZER_BACKEND, max_batch_size=16)
     _add_tensors(config.input, (TensorSpec("prompt", "STRING", ("batch", 1)),))
     _add_tensors(
         config.output,

@@ -19,12 +19,9 @@ from export.components import BATCH, Component, TensorSpec
 from export.loading import Source
 from export.lora import DEFAULT_RANK, LowRankFactors, add_low_rank_branches, lora_inputs, lora_metadata
 from export.vae import VaeDecoder, VaeEncoder, vae_components
+from families.family import VAE_DECODER, VAE_ENCODER
+from families.sdxl import CLIP, CLIP_2, CLIP_MAX_TOKENS, SDXL, UNET
 
-FAMILY = "sdxl"
-CLIP_MAX_TOKENS = 77  # both tokenizers' model_max_length, which encode_prompt pads to
-DEFAULT_STEPS = 30
-"""Stability AI's usual setting for SDXL base (the diffusers pipelines default to 50)."""
-DEFAULT_GUIDANCE = 5.0
 TIME_IDS = 6
 """The micro-conditioning of `_get_add_time_ids`: original size, crop top-left, target size."""
 UNET_MAX_BATCH = 32
@@ -91,13 +88,13 @@ def _denoiser(unet: UNet2DConditionModel, lora_rank: int) -> SdxlDenoiser:
 
 
 SOURCES: dict[str, Source] = {
-    "text_encoder": Source("text_encoder", CLIPTextModel, lambda model, _: ClipPenultimate(model)),
-    "text_encoder_2": Source(
+    CLIP.name: Source("text_encoder", CLIPTextModel, lambda model, _: ClipPenultimate(model)),
+    CLIP_2.name: Source(
         "text_encoder_2", CLIPTextModelWithProjection, lambda model, _: ClipPenultimateAndPooled(model)
     ),
-    "unet": Source("unet", UNet2DConditionModel, _denoiser),
-    "vae_decoder": Source("vae", AutoencoderKL, lambda model, _: VaeDecoder(model)),
-    "vae_encoder": Source("vae", AutoencoderKL, lambda model, _: VaeEncoder(model)),
+    UNET.name: Source("unet", UNet2DConditionModel, _denoiser),
+    VAE_DECODER.name: Source("vae", AutoencoderKL, lambda model, _: VaeDecoder(model)),
+    VAE_ENCODER.name: Source("vae", AutoencoderKL, lambda model, _: VaeEncoder(model)),
 }
 """Component name -> its module in a diffusers SDXL folder; the UNet with LoRA branches of the rank
 budget (none for 0)."""
@@ -109,25 +106,26 @@ def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK, weights: bool 
 
 def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...], dict[str, Any]]:
     """The components' tensor contracts and the pipeline metadata the frontend reads from Triton."""
-    clip = modules["text_encoder"].encoder.config
-    clip_2 = modules["text_encoder_2"].encoder.config
-    denoiser = modules["unet"]
+    clip = modules[CLIP.name].encoder.config
+    clip_2 = modules[CLIP_2.name].encoder.config
+    denoiser = modules[UNET.name]
     unet = denoiser.unet.config
-    vae = modules["vae_decoder"].vae.config
+    vae = modules[VAE_DECODER.name].vae.config
+    (variant,) = SDXL.variants
     if unet.addition_embed_type != "text_time":
         raise ValueError(f"an SDXL UNet conditions on text_time, not {unet.addition_embed_type!r}")
     vae_scale_factor = 2 ** (len(vae.block_out_channels) - 1)
     latent = (BATCH, unet.in_channels, "latent_height", "latent_width")
     components = (
         Component(
-            name="text_encoder",
+            name=CLIP.name,
             subfolder="text_encoder",
             inputs=(TensorSpec("input_ids", "INT64", (BATCH, "clip_tokens")),),
             outputs=(TensorSpec("prompt_embeds", "FP32", (BATCH, "clip_tokens", clip.hidden_size)),),
             sample_sizes={BATCH: 2, "clip_tokens": CLIP_MAX_TOKENS},
         ),
         Component(
-            name="text_encoder_2",
+            name=CLIP_2.name,
             subfolder="text_encoder_2",
             inputs=(TensorSpec("input_ids", "INT64", (BATCH, "clip_tokens")),),
             outputs=(
@@ -137,7 +135,7 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
             sample_sizes={BATCH: 2, "clip_tokens": CLIP_MAX_TOKENS},
         ),
         Component(
-            name="unet",
+            name=UNET.name,
             subfolder="unet",
             inputs=(
                 TensorSpec("sample", "FP32", latent),
@@ -154,16 +152,16 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
         *vae_components(vae),
     )
     metadata = {
-        "family": FAMILY,
+        "family": SDXL.name,
         "latent_channels": int(unet.in_channels),
         "vae_scale_factor": vae_scale_factor,
-        "default_steps": DEFAULT_STEPS,
-        "default_guidance": DEFAULT_GUIDANCE,
-        "text_encoders": {"text_encoder": CLIP_MAX_TOKENS, "text_encoder_2": CLIP_MAX_TOKENS},
+        "default_steps": variant.steps,
+        "default_guidance": variant.guidance,
+        "text_encoders": dict(variant.prompt_lengths),
         # The UNet's skip connections need latent sides divisible by 2 per down block. diffusers
         # handles other sizes by forwarding `upsample_size`, a branch the export fixes at trace time.
         "side_multiple": vae_scale_factor * 2 ** (len(unet.block_out_channels) - 1),
     }
     if denoiser.factors is not None:
-        metadata["lora"] = lora_metadata(denoiser.factors, "unet")
+        metadata["lora"] = lora_metadata(denoiser.factors, UNET.name)
     return components, metadata

@@ -1,7 +1,7 @@
 """`imagegen export --engine tensorrt`: each component's ONNX built into a TensorRT plan for NVIDIA GPUs.
 
 What to build (`plan_build`: the optimisation profile, the config.pbtxt) is derived from the
-component's description (components.py) and the sizes the frontend sends, and is separate from
+component's description (components.py) and its family's axes (families/), and is separate from
 building it (`build_plan`, TensorRT's Python API, present in NVIDIA's TensorRT image only), so the
 former is checked where TensorRT cannot run. ONNX Runtime (`--engine onnx`) stays the default and
 the fallback: the ONNX file stays beside the plan, and its config is the same but for the platform.
@@ -20,8 +20,8 @@ from typing import Any, Literal
 from tritonclient.grpc import model_config_pb2 as pb
 
 from export.components import BATCH, Component
-from frontend.pipelines.flux import PACKING
-from frontend.pipelines.job import DEFAULT_SIZE, MAX_SIDE, MIN_SIDE
+from families import FAMILIES
+from families.family import AxisRange
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +32,6 @@ PRECISIONS: tuple[Precision, ...] = ("bf16", "fp16", "fp32")
 """bf16 (the default) keeps FP32's range at half the memory: FLUX's transformer, T5 and SDXL's VAE
 overflow FP16's (NaNs or black images); fp16 is for GPUs without bf16 (before Ampere); fp32 (TF32
 on Ampere and newer) for checking a plan against the ONNX model."""
-
-
-@dataclass(frozen=True)
-class AxisRange:
-    """One dynamic axis's sizes in an optimisation profile: TensorRT tunes kernels for `opt`."""
-
-    min: int
-    opt: int
-    max: int
-
-    @classmethod
-    def fixed(cls, size: int) -> AxisRange:
-        return cls(size, size, size)
-
-    def scaled(self, divisor: int) -> AxisRange:
-        return AxisRange(self.min // divisor, self.opt // divisor, self.max // divisor)
 
 
 Shapes = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
@@ -61,28 +45,6 @@ class PlanBuild:
     config: pb.ModelConfig
     profile: dict[str, Shapes]
     precision: Precision
-
-
-def axis_ranges(metadata: Mapping[str, Any]) -> dict[str, AxisRange]:
-    """Every dynamic axis name but the batch (the same name is the same size everywhere) -> the sizes
-    the frontend sends: token axes are the tokenizer's padded length, image axes span the
-    models' sides (`frontend/pipelines/job.py`) with the default size as `opt`."""
-    side = int(DEFAULT_SIZE.split("x")[0])
-    pixels = AxisRange(MIN_SIDE, side, MAX_SIDE)
-    latent = pixels.scaled(int(metadata["vae_scale_factor"]))
-    packed = latent.scaled(PACKING)  # FLUX packs 2x2 latent cells into one image token
-    encoders: Mapping[str, int] = metadata["text_encoders"]
-    return {
-        "clip_tokens": AxisRange.fixed(encoders["text_encoder"]),
-        "t5_tokens": AxisRange.fixed(encoders["text_encoder_2"]),
-        # The denoiser attends over the longest encoder's sequence (FLUX: T5's; SDXL: both are 77).
-        "text_tokens": AxisRange.fixed(max(encoders.values())),
-        "height": pixels,
-        "width": pixels,
-        "latent_height": latent,
-        "latent_width": latent,
-        "image_tokens": AxisRange(packed.min**2, packed.opt**2, packed.max**2),
-    }
 
 
 def profile(component: Component, ranges: Mapping[str, AxisRange], opt_batch: int) -> dict[str, Shapes]:
@@ -103,10 +65,12 @@ def profile(component: Component, ranges: Mapping[str, AxisRange], opt_batch: in
 def plan_build(
     onnx_config: pb.ModelConfig, component: Component, metadata: Mapping[str, Any], precision: Precision
 ) -> PlanBuild:
-    """The plan of `component`, served with `onnx_config`'s tensors and batching."""
+    """The plan of `component` of the pipeline `metadata` describes, served with `onnx_config`'s tensors
+    and batching, its axes sized as the pipeline's family declares them (families/)."""
     config = tensorrt_config(onnx_config)
     opt_batch = max(config.dynamic_batching.preferred_batch_size, default=1)
-    return PlanBuild(config, profile(component, axis_ranges(metadata), opt_batch), precision)
+    ranges = FAMILIES[metadata["family"]].axis_ranges(metadata)
+    return PlanBuild(config, profile(component, ranges, opt_batch), precision)
 
 
 def tensorrt_config(onnx_config: pb.ModelConfig) -> pb.ModelConfig:

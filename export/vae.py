@@ -14,6 +14,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from export.components import BATCH, Component, TensorSpec
+from families.family import VAE_DECODER, VAE_ENCODER
 
 
 class VaeDecoder(torch.nn.Module):
@@ -65,7 +66,7 @@ def vae_components(config: Any) -> tuple[Component, Component]:
     overflows_fp16 = bool(config.get("force_upcast", True))
     image = (BATCH, 3, "height", "width")
     decoder = Component(
-        name="vae_decoder",
+        name=VAE_DECODER.name,
         subfolder="vae",
         inputs=(TensorSpec("latent", "FP32", latent),),
         outputs=(TensorSpec("image", "UINT8", (BATCH, "height", "width", 3)),),
@@ -73,7 +74,7 @@ def vae_components(config: Any) -> tuple[Component, Component]:
         overflows_fp16=overflows_fp16,
     )
     encoder = Component(
-        name="vae_encoder",
+        name=VAE_ENCODER.name,
         subfolder="vae",
         inputs=(TensorSpec("image", "FP32", image),),
         outputs=(TensorSpec("latent_mean", "FP32", latent), TensorSpec("latent_std", "FP32", latent)),

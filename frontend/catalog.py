@@ -25,17 +25,15 @@ import hashlib
 import json
 import logging
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from families import FAMILIES
+from families.triton_models import PIPELINE_PARAMETER
 from frontend.errors import ModelNotFound
-from frontend.pipelines import flux, sdxl
-from frontend.pipelines.flux import FluxPipeline
 from frontend.pipelines.pipeline import DiffusionPipeline
-from frontend.pipelines.sdxl import SDXLPipeline
-from frontend.pipelines.triton_models import PIPELINE_PARAMETER
 from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)
@@ -45,13 +43,6 @@ FLAVOURS = ("balanced", "speed", "price", "eco", "batch")
 any other colon stays part of the model id. One the catalog does not configure for a model serves
 the model as it is."""
 DEFAULT_ALIASES = {"dall-e-3": "flux-schnell"}
-
-
-FAMILIES: dict[str, tuple[str, Callable[[str, Mapping[str, Any], TritonClient], DiffusionPipeline]]] = {
-    flux.FAMILY: (flux.DENOISER, FluxPipeline.from_metadata),
-    sdxl.FAMILY: (sdxl.DENOISER, SDXLPipeline.from_metadata),
-}
-"""Metadata `family` -> (the denoiser component, whose config carries the metadata; the pipeline's builder)."""
 
 
 @dataclass(frozen=True)
@@ -191,17 +182,26 @@ async def discover(triton: TritonClient, config: CatalogConfig) -> Catalog:
         raw = model_config.get("parameters", {}).get(PIPELINE_PARAMETER, {}).get("string_value")
         if raw is None:
             continue
-        metadata = json.loads(raw)
-        family = metadata.get("family")
-        if family not in FAMILIES:
-            log.warning("model %s has pipeline family %r, which this frontend does not serve", model, family)
-            continue
-        denoiser, build = FAMILIES[family]
-        name = model.removesuffix(f"_{denoiser}")
-        pipelines[name] = build(name, metadata, triton)
-        versions[name] = max(ready.get(model, {1}))
+        pipeline = served_pipeline(model, json.loads(raw), triton)
+        if pipeline is not None:
+            pipelines[pipeline.name] = pipeline
+            versions[pipeline.name] = max(ready.get(model, {1}))
     log.info("serving pipelines: %s", ", ".join(f"{name} v{versions[name]}" for name in sorted(pipelines)) or "none")
     return Catalog(pipelines=pipelines, versions=versions, config=config)
+
+
+def served_pipeline(model: str, metadata: Mapping[str, Any], triton: TritonClient) -> DiffusionPipeline | None:
+    """The pipeline whose denoiser model `model` carries `metadata`, as its family declares it (families/);
+    None, and a warning, for a family this frontend does not serve."""
+    family = FAMILIES.get(metadata.get("family", ""))
+    if family is None:
+        log.warning(
+            "model %s has pipeline family %r, which this frontend does not serve", model, metadata.get("family")
+        )
+        return None
+    name = model.removesuffix(f"_{family.denoiser.name}")
+    pipeline: DiffusionPipeline = family.pipeline_class().from_metadata(name, metadata, triton)
+    return pipeline
 
 
 class CatalogSource:

@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import numpy as np
 
+from families.triton_models import model_name
 from frontend.catalog import Catalog
 from frontend.errors import AdminConflict, AdminRefused, APIError, ModelNotFound
 from frontend.pipelines.job import GenerationJob
 from frontend.pipelines.pipeline import DiffusionPipeline
-from frontend.pipelines.triton_models import model_name
 from frontend.progress import Progress
 from frontend.routing import REFRESH_SECONDS, Routing, at_version, in_flight_key, route_versions
 from frontend.store.routes import Route
@@ -35,15 +35,14 @@ from frontend.triton import TritonClient
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("tokenizer", "text_encoder", "text_encoder_2", "transformer", "unet", "vae_encoder", "vae_decoder")
-"""Component models a pipeline may have (`<pipeline>_<component>` in Triton); a rollout moves all of
-those present together."""
 DRAIN_POLL_SECONDS = 0.1
 
 
-def component_models(pipeline: str, ready: Mapping[str, set[int]]) -> list[str]:
-    """The pipeline's models that Triton serves in some version."""
-    return [name for component in COMPONENTS if (name := model_name(pipeline, component)) in ready]
+def component_models(pipeline: DiffusionPipeline, ready: Mapping[str, set[int]]) -> list[str]:
+    """The models of every component its family declares that Triton serves in some version: a rollout
+    moves them together (a component an export left out, such as the VAE encoder, is skipped)."""
+    models = [model_name(pipeline.name, component.name) for component in pipeline.family.components]
+    return [name for name in models if name in ready]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +96,9 @@ class Rollouts:
         """Load the routed versions Triton lacks, beside what it serves: a restarted Triton loads only
         each model's latest version, which may not be the one routed (after a rollback, say)."""
         ready = await self.triton.ready_versions()
-        for name in self.catalog().pipelines:
+        for name, pipeline in self.catalog().pipelines.items():
             wanted = route_versions(self.routing.route(name))
-            missing = [model for model in component_models(name, ready) if not wanted <= ready[model]]
+            missing = [model for model in component_models(pipeline, ready) if not wanted <= ready[model]]
             if missing and name not in self._busy:
                 log.warning("%s: Triton lacks routed versions %s; loading them", name, sorted(wanted))
                 await asyncio.gather(*(self.triton.load_versions(model, ready[model] | wanted) for model in missing))
@@ -132,7 +131,7 @@ class Rollouts:
 
     async def _switch(self, pipeline: DiffusionPipeline, route: Route, new: Route) -> Switch:
         started = time.monotonic()
-        models = component_models(pipeline.name, await self.triton.ready_versions())
+        models = component_models(pipeline, await self.triton.ready_versions())
         before, after = route_versions(route), route_versions(new)
         added = after - before
         if added:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from families.family import TOKENIZER, VAE_DECODER, VAE_ENCODER
+from families.flux import CLIP, FLUX, T5, TRANSFORMER
 from frontend.accounting import InferenceClock
 from frontend.adapters import denoiser_inputs
 from frontend.pipelines.job import Generation, GenerationJob
@@ -24,20 +26,8 @@ from frontend.pipelines.stages import decode_latents, encode_images, tokenize
 from frontend.progress import Progress
 from frontend.triton import TritonClient
 
-FAMILY = "flux"
-DENOISER = "transformer"
-PACKING = 2
+PACKING = FLUX.latent_packing
 """FLUX packs 2x2 latent pixels into one token, so sides are multiples of vae_scale_factor * 2."""
-
-DEFAULT_STRENGTH = 0.6
-"""FluxImg2ImgPipeline's default."""
-IMG2IMG_PARAMETERS = frozenset(
-    {"steps", "width", "height", "negative_prompt", "true_cfg_scale", "input_images", "strength"}
-)
-GUIDANCE_PARAMETERS = frozenset({"guidance"})
-"""FLUX.1-dev embeds guidance; schnell is guidance-distilled and has no such input."""
-
-SIZES = ("1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536", "768x768", "512x512", "256x256")
 
 
 def pack_latents(latents: np.ndarray) -> np.ndarray:
@@ -83,19 +73,10 @@ class FluxPipeline(DiffusionPipeline):
 
     @classmethod
     def from_metadata(cls, name: str, metadata: Mapping[str, Any], triton: TritonClient) -> FluxPipeline:
-        guidance = bool(metadata["guidance_embeds"])
         return cls(
             scheduler=FlowMatchEuler.from_config(metadata["scheduler"]),
-            guidance_embeds=guidance,
-            **cls._metadata_fields(
-                name,
-                metadata,
-                triton,
-                sizes=SIZES,
-                side_multiple=int(metadata["vae_scale_factor"]) * PACKING,
-                default_strength=DEFAULT_STRENGTH,
-                parameters=IMG2IMG_PARAMETERS | (GUIDANCE_PARAMETERS if guidance else frozenset()),
-            ),
+            guidance_embeds=bool(metadata["guidance_embeds"]),
+            **cls._metadata_fields(name, FLUX, metadata, triton),
         )
 
     async def generate(self, job: GenerationJob, progress: Progress) -> Generation:
@@ -111,7 +92,7 @@ class FluxPipeline(DiffusionPipeline):
         else:
             start = img2img_start(job.steps, job.strength)
             image_latents = await encode_images(
-                self.triton, self._model("vae_encoder"), job.init_images, job.seeds, clock
+                self.triton, self._model(VAE_ENCODER.name), job.init_images, job.seeds, clock
             )
             sigma = sigmas[start]
             # FlowMatchEulerDiscreteScheduler.scale_noise at the first remaining timestep.
@@ -120,7 +101,7 @@ class FluxPipeline(DiffusionPipeline):
             pack_latents(latents), pooled, prompt_embeds, job, sigmas, timesteps, start, clock, progress
         )
         images = await decode_latents(
-            self.triton, self._model("vae_decoder"), unpack_latents(latents, latent_height, latent_width), clock
+            self.triton, self._model(VAE_DECODER.name), unpack_latents(latents, latent_height, latent_width), clock
         )
         return Generation(images=images, compute_seconds=clock.seconds, prompt_truncated=truncated)
 
@@ -131,13 +112,13 @@ class FluxPipeline(DiffusionPipeline):
     img2img_start = staticmethod(img2img_start)
 
     async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
-        ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)
+        ids = await tokenize(self.triton, self._model(TOKENIZER.name), prompts, self.text_encoders, clock)
         clip, t5 = await asyncio.gather(
             self.triton.infer(
-                self._model("text_encoder"), {"input_ids": ids["text_encoder_input_ids"]}, ["pooled_embeds"], clock
+                self._model(CLIP.name), {"input_ids": ids[f"{CLIP.name}_input_ids"]}, ["pooled_embeds"], clock
             ),
             self.triton.infer(
-                self._model("text_encoder_2"), {"input_ids": ids["text_encoder_2_input_ids"]}, ["prompt_embeds"], clock
+                self._model(T5.name), {"input_ids": ids[f"{T5.name}_input_ids"]}, ["prompt_embeds"], clock
             ),
         )
         return (clip["pooled_embeds"], t5["prompt_embeds"]), ids["prompt_truncated"]
@@ -173,7 +154,7 @@ class FluxPipeline(DiffusionPipeline):
             # FluxPipeline passes timestep / 1000; the transformer scales it back inside.
             inputs["timestep"] = np.full((copies * n, 1), timesteps[index] / np.float32(1000), dtype=np.float32)
             inputs["hidden_states"] = np.concatenate([latents] * copies)
-            result = await self.triton.infer(self._model(DENOISER), inputs, ["noise_pred"], clock)
+            result = await self.triton.infer(self._model(TRANSFORMER.name), inputs, ["noise_pred"], clock)
             noise_pred = result["noise_pred"]
             if copies == 2:
                 positive, negative = noise_pred[:n], noise_pred[n:]

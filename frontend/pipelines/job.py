@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from families.family import Family
+
 
 @dataclass(frozen=True)
 class GenerationJob:
@@ -51,11 +53,6 @@ class Generation:
     prompt_truncated: bool  # a text encoder read only the start of the prompt or negative prompt
 
 
-DEFAULT_SIZE = "1024x1024"
-MIN_SIDE, MAX_SIDE = 128, 2048
-"""Every model's image sides in pixels; TensorRT plans are built for this range (export/tensorrt.py)."""
-
-
 @dataclass(frozen=True)
 class Limits:
     """The bounds a model accepts, enforced on requests and listed by GET /v1/models."""
@@ -74,26 +71,18 @@ class Limits:
     """The model-specific request parameters this model uses (e.g. "guidance", "negative_prompt")."""
 
     @classmethod
-    def from_metadata(
-        cls,
-        metadata: Mapping[str, Any],
-        *,
-        sizes: tuple[str, ...],
-        side_multiple: int,
-        default_strength: float,
-        parameters: frozenset[str],
-    ) -> Limits:
-        """A family's sizes and parameters, the exported model's defaults, and bounds shared by all models."""
+    def of(cls, family: Family, metadata: Mapping[str, Any], parameters: frozenset[str]) -> Limits:
+        """The family's declared sizes and bounds (families/), the exported model's defaults."""
         return cls(
-            sizes=sizes,
-            default_size=DEFAULT_SIZE,
-            min_side=MIN_SIDE,
-            max_side=MAX_SIDE,
-            side_multiple=side_multiple,
+            sizes=family.sizes,
+            default_size=family.default_size,
+            min_side=family.min_side,
+            max_side=family.max_side,
+            side_multiple=family.side_multiple(metadata),
             default_steps=int(metadata["default_steps"]),
-            max_steps=100,
+            max_steps=family.max_steps,
             default_guidance=float(metadata["default_guidance"]),
-            max_guidance=20.0,
-            default_strength=default_strength,
+            max_guidance=family.max_guidance,
+            default_strength=family.default_strength,
             parameters=parameters,
         )

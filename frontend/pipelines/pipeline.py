@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from families.family import Family
+from families.triton_models import model_name
 from frontend.accounting import InferenceClock
 from frontend.adapters import LORA_PARAMETERS, LoraLayout
 from frontend.pipelines.job import Generation, GenerationJob, Limits
 from frontend.pipelines.prompt_cache import Encoded, PromptCache
-from frontend.pipelines.triton_models import model_name
 from frontend.progress import Progress
 from frontend.triton import TritonClient
 
@@ -26,6 +27,8 @@ class DiffusionPipeline(ABC):
     """One served model. Frozen: a flavour or a pinned version is a copy (`dataclasses.replace`)."""
 
     name: str
+    family: Family
+    """Its declaration (families/): components, sizes and bounds."""
     triton: TritonClient
     latent_channels: int
     vae_scale_factor: int
@@ -39,32 +42,20 @@ class DiffusionPipeline(ABC):
 
     @staticmethod
     def _metadata_fields(
-        name: str,
-        metadata: Mapping[str, Any],
-        triton: TritonClient,
-        *,
-        sizes: tuple[str, ...],
-        side_multiple: int,
-        default_strength: float,
-        parameters: frozenset[str],
+        name: str, family: Family, metadata: Mapping[str, Any], triton: TritonClient
     ) -> dict[str, Any]:
-        """The fields above from the denoiser's pipeline metadata (export/repository.py writes it);
-        `parameters` are the family's optional request parameters, LoRA's added where it was exported."""
+        """The fields above from the denoiser's pipeline metadata (export/repository.py writes it) and
+        the family's declaration: the variant's request parameters, LoRA's added where it was exported."""
         lora = LoraLayout.from_metadata(metadata["lora"]) if "lora" in metadata else None
-        limits = Limits.from_metadata(
-            metadata,
-            sizes=sizes,
-            side_multiple=side_multiple,
-            default_strength=default_strength,
-            parameters=parameters | (LORA_PARAMETERS if lora else frozenset()),
-        )
+        parameters = family.served_variant(metadata).parameters | (LORA_PARAMETERS if lora else frozenset())
         return {
             "name": name,
+            "family": family,
             "triton": triton,
             "latent_channels": int(metadata["latent_channels"]),
             "vae_scale_factor": int(metadata["vae_scale_factor"]),
             "text_encoders": dict(metadata["text_encoders"]),
-            "limits": limits,
+            "limits": Limits.of(family, metadata, parameters),
             "lora": lora,
         }
 

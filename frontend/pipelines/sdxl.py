@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from families.family import TOKENIZER, VAE_DECODER, VAE_ENCODER
+from families.sdxl import CLIP, CLIP_2, SDXL, UNET
 from frontend.accounting import InferenceClock
 from frontend.adapters import denoiser_inputs
 from frontend.pipelines.job import Generation, GenerationJob
@@ -26,27 +28,6 @@ from frontend.pipelines.stages import decode_latents, encode_images, tokenize
 from frontend.progress import Progress
 from frontend.triton import TritonClient
 
-FAMILY = "sdxl"
-DENOISER = "unet"
-SIZES = (
-    "1024x1024",
-    "1152x896",
-    "896x1152",
-    "1216x832",
-    "832x1216",
-    "1344x768",
-    "768x1344",
-    "1536x640",
-    "640x1536",
-    "768x768",
-    "512x512",
-    "256x256",
-)
-"""SDXL's training buckets (about one megapixel) and smaller squares. OpenAI's larger presets
-(1792x1024, 1536x1024) are left out: past its buckets SDXL repeats subjects across the frame."""
-PARAMETERS = frozenset({"steps", "guidance", "negative_prompt", "width", "height", "input_images", "strength"})
-DEFAULT_STRENGTH = 0.3
-"""StableDiffusionXLImg2ImgPipeline's default."""
 CROP_TOP_LEFT = (0, 0)
 """`crops_coords_top_left`'s default in both pipelines."""
 
@@ -98,15 +79,7 @@ class SDXLPipeline(DiffusionPipeline):
             scheduler=EulerDiscrete.from_config(metadata["scheduler"]),
             # StableDiffusionXLPipeline's default, for checkpoints whose model_index.json omits it.
             force_zeros_for_empty_prompt=bool(metadata.get("force_zeros_for_empty_prompt", True)),
-            **cls._metadata_fields(
-                name,
-                metadata,
-                triton,
-                sizes=SIZES,
-                side_multiple=int(metadata["side_multiple"]),
-                default_strength=DEFAULT_STRENGTH,
-                parameters=PARAMETERS,
-            ),
+            **cls._metadata_fields(name, SDXL, metadata, triton),
         )
 
     async def generate(self, job: GenerationJob, progress: Progress) -> Generation:
@@ -115,7 +88,7 @@ class SDXLPipeline(DiffusionPipeline):
         start, latents = await self.prepare_latents(job, sigmas, clock)
         prompt_embeds, pooled, truncated = await self.encode_prompt(job, clock)
         latents = await self.denoise(latents, prompt_embeds, pooled, job, sigmas, timesteps, start, clock, progress)
-        images = await decode_latents(self.triton, self._model("vae_decoder"), latents, clock)
+        images = await decode_latents(self.triton, self._model(VAE_DECODER.name), latents, clock)
         return Generation(images=images, compute_seconds=clock.seconds, prompt_truncated=truncated)
 
     def passes(self, job: GenerationJob) -> int:
@@ -139,14 +112,14 @@ class SDXLPipeline(DiffusionPipeline):
         return await self.encode_prompts([job.negative_prompt or "", job.prompt], job.caller, clock)
 
     async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
-        ids = await tokenize(self.triton, self._model("tokenizer"), prompts, self.text_encoders, clock)
+        ids = await tokenize(self.triton, self._model(TOKENIZER.name), prompts, self.text_encoders, clock)
         first, second = await asyncio.gather(
             self.triton.infer(
-                self._model("text_encoder"), {"input_ids": ids["text_encoder_input_ids"]}, ["prompt_embeds"], clock
+                self._model(CLIP.name), {"input_ids": ids[f"{CLIP.name}_input_ids"]}, ["prompt_embeds"], clock
             ),
             self.triton.infer(
-                self._model("text_encoder_2"),
-                {"input_ids": ids["text_encoder_2_input_ids"]},
+                self._model(CLIP_2.name),
+                {"input_ids": ids[f"{CLIP_2.name}_input_ids"]},
                 ["prompt_embeds", "text_embeds"],
                 clock,
             ),
@@ -163,7 +136,9 @@ class SDXLPipeline(DiffusionPipeline):
             noise = initial_latents(job.seeds, job.height, job.width, self.latent_channels, self.vae_scale_factor)
             return 0, noise * self.scheduler.init_noise_sigma(sigmas)
         start = img2img_start(job.steps, job.strength)
-        image_latents = await encode_images(self.triton, self._model("vae_encoder"), job.init_images, job.seeds, clock)
+        image_latents = await encode_images(
+            self.triton, self._model(VAE_ENCODER.name), job.init_images, job.seeds, clock
+        )
         return start, img2img_latents(image_latents, job.seeds, sigmas[start])
 
     async def denoise(
@@ -195,7 +170,7 @@ class SDXLPipeline(DiffusionPipeline):
             sigma = sigmas[index]
             inputs["sample"] = self.scheduler.scale_model_input(np.concatenate([latents] * copies), sigma)
             inputs["timestep"] = np.full((copies * n, 1), timesteps[index], dtype=np.float32)
-            result = await self.triton.infer(self._model(DENOISER), inputs, ["noise_pred"], clock)
+            result = await self.triton.infer(self._model(UNET.name), inputs, ["noise_pred"], clock)
             noise_pred = result["noise_pred"]
             if copies == 2:
                 unconditional, conditional = noise_pred[:n], noise_pred[n:]

@@ -15,12 +15,13 @@ from google.protobuf import text_format
 from onnx import TensorProto
 from tritonclient.grpc import model_config_pb2 as pb
 
-from export.checkpoint import FAMILIES, export_checkpoint, read_model_index
+from export.checkpoint import export_checkpoint, read_model_index
 from export.components import BATCH, Component
 from export.repository import onnx_model_config, pipeline_parameters, write_config
 from export.tensorrt import PLAN_FILE, PLATFORM, PlanBuild, plan_build
-from frontend.pipelines.job import MAX_SIDE, MIN_SIDE
-from frontend.pipelines.triton_models import PIPELINE_PARAMETER
+from families import checkpoint_family
+from families.family import MAX_SIDE, MIN_SIDE
+from families.triton_models import PIPELINE_PARAMETER
 
 PIPELINES = ("flux-schnell", "sdxl")
 ONNX_TYPES = {
@@ -46,11 +47,12 @@ Plans = dict[str, tuple[Component, PlanBuild]]
 @pytest.fixture(scope="module", params=PIPELINES)
 def pipeline(request: pytest.FixtureRequest, checkpoints: dict[str, Path]) -> tuple[dict[str, Any], Plans]:
     """A tiny checkpoint's metadata and its plans, as export_checkpoint derives them."""
-    family = FAMILIES[read_model_index(checkpoints[request.param])["_class_name"]]
-    components, metadata = family.module.describe(family.module.load_modules(checkpoints[request.param]))
+    family = checkpoint_family(read_model_index(checkpoints[request.param])["_class_name"])
+    exporter = family.exporter_module()
+    components, metadata = exporter.describe(exporter.load_modules(checkpoints[request.param]))
     plans = {}
     for component in components:
-        parameters = pipeline_parameters(metadata) if component.name == family.denoiser else None
+        parameters = pipeline_parameters(metadata) if component.name == family.denoiser.name else None
         config = onnx_model_config(request.param, component, parameters)
         plans[component.name] = (component, plan_build(config, component, metadata, "bf16"))
     return metadata, plans
