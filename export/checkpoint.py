@@ -27,6 +27,7 @@ from export.repository import (
     tokenizer_model_config,
     write_config,
 )
+from export.single_file import open_single_file
 from export.tensorrt import PLAN_FILE, Precision, build_plan, plan_build, require_tensorrt
 from export.tokenizer import export_tokenizer
 from families import checkpoint_family
@@ -100,8 +101,10 @@ def export_checkpoint(
     engine: Literal["onnx", "tensorrt"] = "onnx",
     precision: Precision = "bf16",
     dtype: Precision = "fp32",
+    config: Path | str | None = None,
 ) -> list[ComponentReport]:
-    """Export every component of `checkpoint` (a diffusers folder, or a Hub id: export/hub.py) as
+    """Export every component of `checkpoint` (a diffusers folder, a Hub id: export/hub.py, or a single
+    `.safetensors` file configured by the diffusers folder or Hub id `config`: export/single_file.py) as
     version `version` of the pipeline `name`, its denoiser with LoRA branches of rank `lora_rank`
     (export/lora.py; 0: none), its ONNX weights in `dtype` (FP32 at the graph boundary; components
     that overflow FP16 stay FP32 for fp16). `engine` tensorrt also builds each component's ONNX into
@@ -109,7 +112,8 @@ def export_checkpoint(
     a time; returns what each cost."""
     if engine == "tensorrt":
         require_tensorrt()
-    checkpoint = resolve_checkpoint(checkpoint)
+    single_file = open_single_file(checkpoint, config)
+    checkpoint = single_file.config if single_file else resolve_checkpoint(checkpoint)
     started = time.perf_counter()
     described = describe_checkpoint(checkpoint, lora_rank)
     family, components, metadata = described.family, described.components, described.metadata
@@ -131,6 +135,7 @@ def export_checkpoint(
             checkpoint,
             lora_rank,
             TORCH_DTYPES[dtype],
+            single_file=single_file,
         )
         reports.append(export_component(load, component, onnx_path, dtype, fused_attention=plan is None))
         if plan is not None:

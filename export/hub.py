@@ -31,15 +31,19 @@ NOT_EXPORTED = ["*.bin", "*.ckpt", "*.msgpack", "*.onnx", "*.onnx_data", "*.pt",
 REPOSITORY_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def resolve_checkpoint(checkpoint: str | Path) -> Path:
+def resolve_checkpoint(checkpoint: str | Path, skip: tuple[str, ...] = ()) -> Path:
     """A local folder as it is; else a Hub repository id ("ORG/NAME", optionally "@REVISION"), its
-    snapshot folder in the cache, fetched first unless offline."""
+    snapshot folder in the cache, fetched first unless offline, without the weights of the component
+    folders in `skip` (those a single-file checkpoint holds: export/single_file.py)."""
     if Path(checkpoint).exists() or not REPOSITORY_ID.match(str(checkpoint).split("@")[0]):
         return Path(checkpoint)
     repo_id, _, revision = str(checkpoint).partition("@")
     try:
         folder = snapshot_download(
-            repo_id, revision=revision or None, allow_patterns=EXPORTED_FILES, ignore_patterns=NOT_EXPORTED
+            repo_id,
+            revision=revision or None,
+            allow_patterns=EXPORTED_FILES,
+            ignore_patterns=NOT_EXPORTED + [f"{folder}/*.safetensors*" for folder in skip],
         )
     except (OSError, ValueError) as error:  # huggingface_hub's not-found, offline and HTTP errors
         raise ValueError(

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from diffusers import ModelMixin
 
+from export.single_file import SingleFile
 from export.tensorrt import Precision
 
 TORCH_DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -30,10 +31,20 @@ class Source:
     wrap: Callable[[Any, int], torch.nn.Module]
 
 
-def load_model(model_class: type[Any], checkpoint: Path, subfolder: str, dtype: torch.dtype, weights: bool) -> Any:
+def load_model(
+    model_class: type[Any],
+    checkpoint: Path,
+    subfolder: str,
+    dtype: torch.dtype,
+    weights: bool,
+    single_file: SingleFile | None = None,
+) -> Any:
     """The model in `dtype` (loaded so, never through an FP32 copy), or without weights on the meta
-    device. diffusers names the dtype argument `torch_dtype`, transformers 5 `dtype`."""
+    device; its weights from `single_file` where that holds them. diffusers names the dtype argument
+    `torch_dtype`, transformers 5 `dtype`."""
     diffusers_model = issubclass(model_class, ModelMixin)
+    if weights and single_file is not None and single_file.holds(subfolder):
+        return single_file.load(model_class, subfolder, dtype)
     if weights:
         dtype_argument = {"torch_dtype" if diffusers_model else "dtype": dtype}
         return model_class.from_pretrained(checkpoint, subfolder=subfolder, **dtype_argument)
@@ -50,10 +61,11 @@ def load_module(
     lora_rank: int,
     dtype: torch.dtype = torch.float32,
     weights: bool = True,
+    single_file: SingleFile | None = None,
 ) -> torch.nn.Module:
     """Component `name`, wrapped for export."""
     source = sources[name]
-    model = load_model(source.model_class, checkpoint, source.subfolder, dtype, weights)
+    model = load_model(source.model_class, checkpoint, source.subfolder, dtype, weights, single_file)
     return source.wrap(model, lora_rank).eval()
 
 

@@ -38,7 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     export = commands.add_parser("export", help="export a diffusers checkpoint folder into a Triton model repository")
-    export.add_argument("--checkpoint", type=Path, required=True)
+    export.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a diffusers folder, a Hugging Face Hub id (ORG/NAME[@REVISION]), or a single SDXL or FLUX.1 .safetensors",
+    )
+    export.add_argument(
+        "--config",
+        help="for a single .safetensors: the diffusers folder or Hub id of its base model (configs, tokenizers, "
+        "scheduler, and the components the file lacks)",
+    )
     export.add_argument("--name", required=True, help="public pipeline name, e.g. flux-schnell")
     export.add_argument("--repository", type=Path, required=True)
     export.add_argument("--version", type=int, default=1)
@@ -122,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 engine=args.engine,
                 precision=args.precision,
                 dtype=args.dtype,
+                config=args.config,
                 **rank,
             )
             print(summary_table(reports))
