@@ -261,10 +261,10 @@ def report(rounds: list[Round], path: Path) -> None:
                 f"{median(r.latency_p50_ms for r in runs):>8.1f} {median(r.latency_p99_ms for r in runs):>8.1f}"
             )
         for peer in (p.peer for p in rounds[0].peers[case.model]):
-            runs = [next(p for p in one.peers[case.model] if p.peer == peer) for one in rounds]
+            peer_runs = [next(p for p in one.peers[case.model] if p.peer == peer) for one in rounds]
             rows.append(
-                f"{peer + ' (in-process)':<34} {1:>4} {median(p.images_per_second for p in runs):>7.2f} "
-                f"{median(p.latency_p50_ms for p in runs):>8.1f} {'-':>8}"
+                f"{peer + ' (in-process)':<34} {1:>4} {median(p.images_per_second for p in peer_runs):>7.2f} "
+                f"{median(p.latency_p50_ms for p in peer_runs):>8.1f} {'-':>8}"
             )
     per_round = [one.ratios() for one in rounds]
     ratios = {name: median(r[name] for r in per_round) for name in per_round[0]}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 from google.protobuf import text_format
 from tokenizers import Tokenizer
@@ -42,7 +43,7 @@ class OrtPeer:
     """Peer (b): one FLUX pipeline of a model repository, run by ONNX Runtime in this process."""
 
     def __init__(self, repository: Path, name: str) -> None:
-        self._folder = lambda component: repository / model_name(name, component)
+        self.repository, self.name = repository, name
         config = text_format.Parse((self._folder(TRANSFORMER.name) / "config.pbtxt").read_text(), pb.ModelConfig())
         metadata = json.loads(config.parameters[PIPELINE_PARAMETER].string_value)
         self.scheduler = FlowMatchEuler.from_config(metadata["scheduler"])
@@ -58,11 +59,14 @@ class OrtPeer:
             for component in (CLIP.name, T5.name, TRANSFORMER.name, VAE_DECODER.name)
         }
 
+    def _folder(self, component: str) -> Path:
+        return self.repository / model_name(self.name, component)
+
     def _session(self, component: str) -> ort.InferenceSession:
         path = self._folder(component) / VERSION / "model.onnx"
         return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
-    def generate(self, prompt: str, seed: int, width: int, height: int, steps: int) -> np.ndarray:
+    def generate(self, prompt: str, seed: int, width: int, height: int, steps: int) -> npt.NDArray[np.uint8]:
         ids = {encoder: np.array([t.encode(prompt).ids], dtype=np.int64) for encoder, t in self.tokenizers.items()}
         (pooled,) = self.sessions[CLIP.name].run(["pooled_embeds"], {"input_ids": ids[CLIP.name]})
         (prompt_embeds,) = self.sessions[T5.name].run(["prompt_embeds"], {"input_ids": ids[T5.name]})
@@ -82,10 +86,11 @@ class OrtPeer:
             (noise_pred,) = self.sessions[TRANSFORMER.name].run(["noise_pred"], feeds)
             latents = self.scheduler.step(latents, noise_pred, sigmas[index], sigmas[index + 1])
         latent = unpack_latents(latents, latent_height, latent_width)
-        (image,) = self.sessions[VAE_DECODER.name].run(["image"], {"latent": latent})
-        return image[0]
+        (images,) = self.sessions[VAE_DECODER.name].run(["image"], {"latent": latent})
+        image: npt.NDArray[np.uint8] = images[0]  # ONNX Runtime's outputs are untyped
+        return image
 
-    def _neutral_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _neutral_inputs(self, feeds: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[np.float32]]:
         """Zeros, one row, for the transformer's optional inputs the loop does not set (LoRA factors:
         zeros are no adapter), as the server sends for a request without them."""
         declared = self.sessions[TRANSFORMER.name].get_inputs()
@@ -106,7 +111,7 @@ class DiffusersPeer:
         self.pipeline.set_progress_bar_config(disable=True)
         self.max_sequence_length = max_sequence_length
 
-    def generate(self, prompt: str, seed: int, width: int, height: int, steps: int) -> np.ndarray:
+    def generate(self, prompt: str, seed: int, width: int, height: int, steps: int) -> npt.NDArray[np.uint8]:
         import torch
 
         latents = torch.from_numpy(initial_latents([seed], height, width))
@@ -121,4 +126,5 @@ class DiffusersPeer:
                 max_sequence_length=self.max_sequence_length,
                 output_type="np",
             ).images
-        return (images[0] * 255).round().astype(np.uint8)
+        image: npt.NDArray[np.uint8] = (images[0] * 255).round().astype(np.uint8)
+        return image

@@ -14,13 +14,13 @@ fuses by itself. Attention with a mask or causal (CLIP's text encoder) keeps the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import onnx
 import torch
 from onnx.defs import OpSchema
+from onnxscript import INT64, values
 from onnxscript import opset18 as op
-from onnxscript import values
 from onnxscript.function_libs.torch_lib.ops.nn import aten_scaled_dot_product_attention
 
 DOMAIN = "com.microsoft"
@@ -63,7 +63,7 @@ def _fused_attention(
     heads = query.shape[1]
     if attn_mask is not None or is_causal or enable_gqa or not isinstance(heads, int) or key.shape[1] != heads:
         return aten_scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
-    flat = op.Constant(value_ints=[0, 0, -1])
+    flat = shape_constant([0, 0, -1])
 
     def tokens_major(tensor: Any) -> Any:
         return op.Reshape(op.Transpose(tensor, perm=[0, 2, 1, 3]), flat)
@@ -72,8 +72,13 @@ def _fused_attention(
     fused = values.Opset(DOMAIN, 1).MultiHeadAttention(
         tokens_major(query), tokens_major(key), tokens_major(value), **attributes
     )
-    per_head = op.Reshape(fused, op.Constant(value_ints=[0, 0, heads, -1]))
+    per_head = op.Reshape(fused, shape_constant([0, 0, heads, -1]))
     return op.Transpose(per_head, perm=[0, 2, 1, 3])
+
+
+def shape_constant(dims: list[int]) -> INT64:
+    """A Reshape target. onnxscript types `Constant` as any tensor type; `value_ints` makes it INT64."""
+    return cast(INT64, op.Constant(value_ints=dims))
 
 
 def fused_attention_translation() -> dict[Callable[..., Any], Callable[..., Any]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime
 import torch
 from onnx.reference import ReferenceEvaluator
@@ -105,7 +106,7 @@ def release_exporter_state() -> None:
     with it its weights: each component's weights would outlive it, one more copy in memory each."""
     for matcher in [obj for obj in gc.get_objects() if isinstance(obj, SimplePatternMatcher)]:
         matcher._init_match(verbose=0)
-        matcher._graph = None
+        matcher._graph = None  # type: ignore[assignment]  # typed as always set; None is what lets it go
     gc.collect()
 
 
@@ -189,7 +190,7 @@ def max_onnx_error(path: Path, inputs: dict[str, torch.Tensor], expected: tuple[
     )
 
 
-def run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray] | None:
+def run_onnx(path: Path, feeds: dict[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]] | None:
     """The graph's outputs from ONNX Runtime's CPU provider, or, for what it has no CPU kernels for
     (bfloat16), from ONNX's reference evaluator (numpy) when the weights are small enough for it to
     finish; None when neither applies."""

@@ -55,6 +55,8 @@ CLIP_NUM_MERGES = 256
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
 CLIP_BANG = "!"  # SDXL's tokenizer_2 pads with it (id 0 in OpenCLIP's vocabulary, as in ours)
 CLIP_MAX_LENGTH = 77
+# GPT-2's byte-to-unicode table, which CLIP's vocabulary starts with (unannotated in transformers).
+CLIP_BYTE_SYMBOLS: dict[int, str] = bytes_to_unicode()  # type: ignore[no-untyped-call]
 T5_PAD, T5_EOS, T5_UNK = "<pad>", "</s>", "<unk>"
 T5_MAX_LENGTH = 512
 T5_SPACE = "\u2581"
@@ -101,10 +103,9 @@ def corpus_words() -> list[str]:
 
 def learn_bpe_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
     """Classic BPE; ties broken lexicographically so the merges never depend on hashing."""
-    byte_map = bytes_to_unicode()
     symbols: Counter[tuple[str, ...]] = Counter()
     for word in words:
-        chars = [byte_map[b] for b in word.encode("utf-8")]
+        chars = [CLIP_BYTE_SYMBOLS[b] for b in word.encode("utf-8")]
         symbols[tuple(chars[:-1]) + (chars[-1] + "</w>",)] += 1
     merges: list[tuple[str, str]] = []
     for _ in range(num_merges):
@@ -137,13 +138,13 @@ def merge_pair(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
 def build_clip_tokenizer(pad_token: str = CLIP_EOS, merges: list[tuple[str, str]] | None = None) -> CLIPTokenizer:
     """Vocabulary laid out like OpenAI CLIP's: bytes, bytes + `</w>`, merges, then specials; `merges`:
     CLIP's real ones (export/clip_merges.py), else a few learnt from CORPUS."""
-    byte_symbols = list(bytes_to_unicode().values())
+    byte_symbols = list(CLIP_BYTE_SYMBOLS.values())
     merges = merges if merges is not None else learn_bpe_merges(corpus_words(), CLIP_NUM_MERGES)
     tokens = byte_symbols + [s + "</w>" for s in byte_symbols] + [a + b for a, b in merges]
     tokens = list(dict.fromkeys(tokens)) + [CLIP_BOS, CLIP_EOS]  # two merges can spell one token
     return CLIPTokenizer(
         vocab={token: i for i, token in enumerate(tokens)},
-        merges=merges,  # tuples: tokenizers' BPE rejects the "a b" strings the annotation suggests
+        merges=merges,  # type: ignore[arg-type]  # tuples: tokenizers' BPE refuses the "a b" strings typed here
         model_max_length=CLIP_MAX_LENGTH,
         pad_token=pad_token,
     )
@@ -182,7 +183,7 @@ def build_t5_tokenizer(real_size: bool = False) -> PreTrainedTokenizerFast:
     tokenizer.post_processor = processors.TemplateProcessing(
         single=["$A", T5_EOS], pair=["$A", T5_EOS, "$B", T5_EOS], special_tokens=[(T5_EOS, 1)]
     )
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # its __init__ is unannotated
         tokenizer_object=tokenizer,
         pad_token=T5_PAD,
         eos_token=T5_EOS,

@@ -53,9 +53,9 @@ async def _run(store: Store, args: argparse.Namespace, settings: Settings) -> No
         ]
         print_table(["NAME", "MODEL", "RANK", "LAYERS", "SHA256", "ADDED"], rows)
     else:
-        adapter = next(iter(await store.adapters.find([args.name])), None)
-        if adapter is None or not await store.adapters.remove(args.name):
+        removed = next(iter(await store.adapters.find([args.name])), None)
+        if removed is None or not await store.adapters.remove(args.name):
             raise ValueError(f"there is no LoRA adapter {args.name!r}")
-        if not any(other.sha256 == adapter.sha256 for other in await store.adapters.find()):
-            (settings.lora_folder / f"{adapter.sha256}.safetensors").unlink(missing_ok=True)
+        if not any(other.sha256 == removed.sha256 for other in await store.adapters.find()):
+            (settings.lora_folder / f"{removed.sha256}.safetensors").unlink(missing_ok=True)
         print(f"Removed {args.name}.")

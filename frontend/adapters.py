@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from frontend.errors import AdapterNotFound, AdapterOfAnotherModel, InvalidParameter
 from frontend.pipelines.job import GenerationJob, LoraFactors
@@ -68,10 +69,12 @@ class AdapterFactors:
     """One adapter's factors per layer: A (r, in) and B (out, r) times lora_alpha / r."""
 
     rank: int
-    layers: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    layers: Mapping[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
 
 
-def denoiser_inputs(layout: LoraLayout | None, factors: LoraFactors | None, rows: int) -> dict[str, np.ndarray]:
+def denoiser_inputs(
+    layout: LoraLayout | None, factors: LoraFactors | None, rows: int
+) -> dict[str, npt.NDArray[np.float32]]:
     """The denoiser's LoRA inputs for a batch of `rows` (zeros without adapters); none where the
     denoiser was exported without branches."""
     if layout is None:
@@ -87,7 +90,7 @@ def denoiser_inputs(layout: LoraLayout | None, factors: LoraFactors | None, rows
     }
 
 
-def read_safetensors(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_safetensors(data: bytes) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, str]]:
     """Tensors (as float32) and metadata of a .safetensors file, read with numpy alone."""
     if len(data) < 8:
         raise AdapterRefused("not a safetensors file: shorter than its 8-byte header length")
@@ -126,7 +129,7 @@ def parse_adapter(data: bytes, layout: LoraLayout) -> AdapterFactors:
     if config.get("use_dora") or config.get("use_rslora") or config.get("rank_pattern") or config.get("alpha_pattern"):
         raise AdapterRefused("DoRA, rsLoRA and per-layer rank or alpha patterns are not supported")
     prefix = f"{denoiser}."
-    pairs: dict[str, dict[str, np.ndarray]] = {}
+    pairs: dict[str, dict[str, npt.NDArray[np.float32]]] = {}
     for key, tensor in tensors.items():
         match = re.fullmatch(r"(.+)\.(lora_A|lora_B)\.weight", key)
         if match is None:

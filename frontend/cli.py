@@ -144,13 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             export_safety_model(args.repository, args.seed, args.version)
         elif args.command == "bench":
-            from frontend.bench import BenchConfig, bench
+            from frontend.bench import BenchConfig
+            from frontend.bench import bench as run_bench  # `bench` is this command's parser here
 
             levels = tuple(int(level) for level in args.concurrency.split(","))
             config = BenchConfig(
                 args.url, args.key, args.model, args.width, args.height, args.steps, args.n, args.requests, levels
             )
-            bench(config, args.json)
+            run_bench(config, args.json)
         elif args.command in admin_client.COMMANDS:
             admin_client.run(args)
         elif args.command in admin.COMMANDS:

@@ -12,6 +12,7 @@ import io
 import warnings
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from frontend.errors import InvalidParameter
@@ -26,7 +27,7 @@ MAX_INPUT_PIXELS = 4096 * 4096
 decompression bomb) is refused before its pixels are decoded."""
 
 
-def encode_image_base64(pixels: np.ndarray, output_format: str, quality: int | None) -> str:
+def encode_image_base64(pixels: npt.NDArray[np.uint8], output_format: str, quality: int | None) -> str:
     """PNG is lossless (quality does not apply); JPEG and WebP default to quality 90."""
     buffer = io.BytesIO()
     image = Image.fromarray(pixels, mode="RGB")
@@ -61,7 +62,7 @@ def open_input_image(data: str, param: str) -> Image.Image:
     return image
 
 
-def image_to_array(image: Image.Image, width: int, height: int, param: str) -> np.ndarray:
+def image_to_array(image: Image.Image, width: int, height: int, param: str) -> npt.NDArray[np.float32]:
     """Decode an opened image: RGB float32 in [0, 1], (3, height, width), resized with Lanczos as
     diffusers' VaeImageProcessor does. Data that breaks off or lies past its header is the client's error."""
     try:

@@ -33,7 +33,9 @@ from prometheus_client.registry import Collector
 from frontend.admission import Admission
 from frontend.store.ledger import UsageRecord
 
-disable_created_metrics()  # `*_created` series, one per counter and label set, that no query here needs
+# `*_created` series, one per counter and label set, that no query here needs. The function has no
+# annotations in prometheus_client.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 """RFC 9110's methods and PATCH; the server accepts any token as a method, and each would be a series."""
@@ -61,7 +63,6 @@ class AdmissionCollector(Collector):
 class Metrics:
     def __init__(self, admission: Admission) -> None:
         self.registry = CollectorRegistry()
-        per_model = {"labelnames": ["model"], "registry": self.registry}
         self.requests = Counter(
             "imagegen_requests",
             "Generation requests by model, HTTP status and error code",
@@ -75,11 +76,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.steps = Counter("imagegen_denoise_steps", "Denoising steps run (one batched call each)", **per_model)
-        self.images = Counter("imagegen_images", "Images returned", **per_model)
-        self.energy = Counter("imagegen_energy_kwh", "Energy of the requests, as energy_cost reports it", **per_model)
-        self.credits = Counter("imagegen_credits", "Credits charged", **per_model)
-        self.compute = Counter("imagegen_triton_compute_seconds", "Seconds spent waiting on Triton", **per_model)
+        self.steps = self._per_model("imagegen_denoise_steps", "Denoising steps run (one batched call each)")
+        self.images = self._per_model("imagegen_images", "Images returned")
+        self.energy = self._per_model("imagegen_energy_kwh", "Energy of the requests, as energy_cost reports it")
+        self.credits = self._per_model("imagegen_credits", "Credits charged")
+        self.compute = self._per_model("imagegen_triton_compute_seconds", "Seconds spent waiting on Triton")
         self.http = Counter(
             "imagegen_http_requests",
             "HTTP requests by method, route template and status",
@@ -88,6 +89,10 @@ class Metrics:
         )
         self.registry.register(AdmissionCollector(admission))
         ProcessCollector(registry=self.registry)
+
+    def _per_model(self, name: str, documentation: str) -> Counter:
+        """A counter labelled by model id, in this registry."""
+        return Counter(name, documentation, ["model"], registry=self.registry)
 
     def observe_generation(self, record: UsageRecord, compute_seconds: float, steps: int) -> None:
         """One generation request ended (its ledger row); `steps`: the denoising steps it ran."""

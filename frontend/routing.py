@@ -45,7 +45,7 @@ def route_versions(route: Route) -> set[int]:
 
 def at_version(pipeline: DiffusionPipeline, version: int) -> DiffusionPipeline:
     """`pipeline` with every Triton call it makes naming `version`."""
-    return dataclasses.replace(pipeline, triton=pipeline.triton.at_version(version))  # type: ignore[type-var]
+    return dataclasses.replace(pipeline, triton=pipeline.triton.at_version(version))
 
 
 def canary_bucket(pipeline: str, canary_version: int, caller: str) -> float:
