@@ -31,7 +31,8 @@ class ClipPooled(torch.nn.Module):
         self.encoder = encoder
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.encoder(input_ids, output_hidden_states=False).pooler_output
+        pooled: torch.Tensor = self.encoder(input_ids, output_hidden_states=False).pooler_output
+        return pooled
 
 
 class T5Hidden(torch.nn.Module):
@@ -40,7 +41,8 @@ class T5Hidden(torch.nn.Module):
         self.encoder = encoder
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.encoder(input_ids, output_hidden_states=False)[0]
+        hidden: torch.Tensor = self.encoder(input_ids, output_hidden_states=False)[0]
+        return hidden
 
 
 class FluxDenoiser(torch.nn.Module):
@@ -67,7 +69,7 @@ class FluxDenoiser(torch.nn.Module):
             self.factors.load(lora_down, lora_up)
         # FluxPipeline passes txt_ids = zeros(text_tokens, 3) and img_ids without a batch axis.
         txt_ids = torch.zeros(encoder_hidden_states.shape[1], 3, dtype=img_ids.dtype)
-        return self.transformer(
+        noise_pred: torch.Tensor = self.transformer(
             hidden_states=hidden_states,
             encoder_hidden_states=encoder_hidden_states,
             pooled_projections=pooled_projections,
@@ -77,6 +79,7 @@ class FluxDenoiser(torch.nn.Module):
             guidance=None if guidance is None else guidance.reshape(-1),
             return_dict=False,
         )[0]
+        return noise_pred
 
 
 def _denoiser(transformer: FluxTransformer2DModel, lora_rank: int) -> FluxDenoiser:
@@ -100,11 +103,11 @@ def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK, weights: bool 
 
 def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...], dict[str, Any]]:
     """The components' tensor contracts and the pipeline metadata the frontend reads from Triton."""
-    clip = modules[CLIP.name].encoder.config
-    t5 = modules[T5.name].encoder.config
-    denoiser = modules[TRANSFORMER.name]
+    clip = loading.loaded(modules, CLIP.name, ClipPooled).encoder.config
+    t5 = loading.loaded(modules, T5.name, T5Hidden).encoder.config
+    denoiser = loading.loaded(modules, TRANSFORMER.name, FluxDenoiser)
     transformer = denoiser.transformer.config
-    vae = modules[VAE_DECODER.name].vae.config
+    vae = loading.loaded(modules, VAE_DECODER.name, VaeDecoder).vae.config
     guidance = bool(transformer.guidance_embeds)
     variant = FLUX.variant(guidance)
     channels = int(transformer.in_channels)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from diffusers import ModelMixin
@@ -19,6 +19,7 @@ from export.single_file import SingleFile
 from export.tensorrt import Precision
 
 TORCH_DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+Wrapper = TypeVar("Wrapper", bound=torch.nn.Module)
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,11 @@ def load_modules(
 ) -> dict[str, torch.nn.Module]:
     """Every component, in FP32 (what a family's `describe` reads; with weights, what tests compare)."""
     return {name: load_module(sources, name, checkpoint, lora_rank, weights=weights) for name in sources}
+
+
+def loaded(modules: Mapping[str, torch.nn.Module], name: str, wrapper: type[Wrapper]) -> Wrapper:
+    """`modules[name]` as the wrapper its Source builds, for a family's `describe` to read typed."""
+    module = modules[name]
+    if not isinstance(module, wrapper):
+        raise TypeError(f"component {name} is a {type(module).__name__}, not a {wrapper.__name__}")
+    return module

@@ -60,7 +60,11 @@ class LowRankFactors:
             sum(layer.out_features * self.rank for layer in self.layers),
         )
 
-    def load(self, down: torch.Tensor, up: torch.Tensor) -> None:
+    def load(self, down: torch.Tensor | None, up: torch.Tensor | None) -> None:
+        """Cut a forward pass's flat `lora_down` and `lora_up` (optional in the wrappers' signatures,
+        which serve denoisers exported without branches too) into each layer's factors."""
+        if down is None or up is None:
+            raise ValueError("a denoiser exported with LoRA branches takes lora_down and lora_up")
         batch = down.shape[0]
         self.current = []
         down_at = up_at = 0
@@ -78,7 +82,7 @@ class LowRankFactors:
 class LowRankLinear(torch.nn.Module):
     """`base(x) + up (down x)` per sample: x (B, T, in), down (B, R, in), up (B, out, R)."""
 
-    def __init__(self, base: torch.nn.Linear, factors: LowRankFactors, index: int) -> None:
+    def __init__(self, base: torch.nn.Module, factors: LowRankFactors, index: int) -> None:
         super().__init__()
         self.base = base
         self.factors = factors
@@ -86,7 +90,8 @@ class LowRankLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         down, up = self.factors.current[self.index]
-        return self.base(x) + torch.matmul(torch.matmul(x, down.transpose(1, 2)), up.transpose(1, 2))
+        base: torch.Tensor = self.base(x)
+        return base + torch.matmul(torch.matmul(x, down.transpose(1, 2)), up.transpose(1, 2))
 
 
 def add_low_rank_branches(model: torch.nn.Module, rank: int) -> LowRankFactors:
@@ -137,7 +142,12 @@ def build_tiny_lora(
     denoiser = family.denoiser.name
     source = family.exporter_module().SOURCES[denoiser]
     model = source.model_class.from_pretrained(checkpoint, subfolder=source.subfolder, torch_dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(targets), init_lora_weights=True)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha or rank,  # type: ignore[arg-type]  # PEFT annotates int; it scales by alpha / r, any number
+        target_modules=list(targets),
+        init_lora_weights=True,
+    )
     model.add_adapter(config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -71,7 +71,7 @@ def pipeline_parameters(metadata: Mapping[str, Any]) -> dict[str, str]:
 
 
 def write_config(repository: Path, config: pb.ModelConfig) -> Path:
-    folder = repository / config.name
+    folder: Path = repository / config.name  # protobuf's messages are untyped
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     return folder

@@ -36,7 +36,8 @@ class ClipPenultimate(torch.nn.Module):
         self.encoder = encoder
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.encoder(input_ids, output_hidden_states=True).hidden_states[-2]
+        penultimate: torch.Tensor = self.encoder(input_ids, output_hidden_states=True).hidden_states[-2]
+        return penultimate
 
 
 class ClipPenultimateAndPooled(torch.nn.Module):
@@ -72,7 +73,7 @@ class SdxlDenoiser(torch.nn.Module):
     ) -> torch.Tensor:
         if self.factors is not None:
             self.factors.load(lora_down, lora_up)
-        return self.unet(
+        noise_pred: torch.Tensor = self.unet(
             sample,
             timestep.reshape(-1),
             encoder_hidden_states=encoder_hidden_states,
@@ -81,6 +82,7 @@ class SdxlDenoiser(torch.nn.Module):
             added_cond_kwargs={"text_embeds": text_embeds.to(torch.float32), "time_ids": time_ids},
             return_dict=False,
         )[0]
+        return noise_pred
 
 
 def _denoiser(unet: UNet2DConditionModel, lora_rank: int) -> SdxlDenoiser:
@@ -106,14 +108,17 @@ def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK, weights: bool 
 
 def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...], dict[str, Any]]:
     """The components' tensor contracts and the pipeline metadata the frontend reads from Triton."""
-    clip = modules[CLIP.name].encoder.config
-    clip_2 = modules[CLIP_2.name].encoder.config
-    denoiser = modules[UNET.name]
+    clip = loading.loaded(modules, CLIP.name, ClipPenultimate).encoder.config
+    clip_2 = loading.loaded(modules, CLIP_2.name, ClipPenultimateAndPooled).encoder.config
+    denoiser = loading.loaded(modules, UNET.name, SdxlDenoiser)
     unet = denoiser.unet.config
-    vae = modules[VAE_DECODER.name].vae.config
+    vae = loading.loaded(modules, VAE_DECODER.name, VaeDecoder).vae.config
     (variant,) = SDXL.variants
     if unet.addition_embed_type != "text_time":
         raise ValueError(f"an SDXL UNet conditions on text_time, not {unet.addition_embed_type!r}")
+    text_embeds = clip_2.projection_dim
+    if text_embeds is None:
+        raise ValueError("an SDXL text_encoder_2 projects its pooled output (projection_dim)")
     vae_scale_factor = 2 ** (len(vae.block_out_channels) - 1)
     latent = (BATCH, unet.in_channels, "latent_height", "latent_width")
     components = (
@@ -130,7 +135,7 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
             inputs=(TensorSpec("input_ids", "INT64", (BATCH, "clip_tokens")),),
             outputs=(
                 TensorSpec("prompt_embeds", "FP32", (BATCH, "clip_tokens", clip_2.hidden_size)),
-                TensorSpec("text_embeds", "FP32", (BATCH, clip_2.projection_dim)),
+                TensorSpec("text_embeds", "FP32", (BATCH, text_embeds)),
             ),
             sample_sizes={BATCH: 2, "clip_tokens": CLIP_MAX_TOKENS},
         ),
@@ -141,7 +146,7 @@ def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...]
                 TensorSpec("sample", "FP32", latent),
                 TensorSpec("timestep", "FP32", (BATCH, 1)),
                 TensorSpec("encoder_hidden_states", "FP32", (BATCH, "text_tokens", unet.cross_attention_dim)),
-                TensorSpec("text_embeds", "FP32", (BATCH, clip_2.projection_dim)),
+                TensorSpec("text_embeds", "FP32", (BATCH, text_embeds)),
                 TensorSpec("time_ids", "FP32", (BATCH, TIME_IDS)),
                 *(lora_inputs(denoiser.factors) if denoiser.factors is not None else ()),
             ),

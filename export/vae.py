@@ -35,7 +35,7 @@ class VaeDecoder(torch.nn.Module):
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         latent = latent / self.scaling_factor + self.shift_factor
         # Pixels are rounded in FP32 whatever the weights' dtype: bf16 cannot tell 254 from 255.
-        image = self.vae.decode(latent, return_dict=False)[0].to(torch.float32)
+        image: torch.Tensor = self.vae.decode(latent, return_dict=False)[0].to(torch.float32)
         image = (image / 2 + 0.5).clamp(0, 1)
         return (image * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
 
