@@ -4,7 +4,9 @@ catalog builds the family's pipeline from the exported metadata with the declare
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from frontend.pipelines.pipeline import DiffusionPipeline
 from frontend.rollout import component_models
 from frontend.triton import TritonClient
 from tests.harness import TINY_MODELS
+from tests.test_layers import ROOT, RuntimeImports
 
 Exported = tuple[Family, tuple[Component, ...], dict[str, Any]]
 
@@ -43,6 +46,18 @@ def served(model: str, metadata: dict[str, Any]) -> DiffusionPipeline | None:
             await triton.close()
 
     return asyncio.run(build())
+
+
+def test_the_declarations_import_the_standard_library_alone() -> None:
+    """So export/ and frontend/ may both import them, and they neither: a declaration names its
+    modules (`exporter`, `pipeline`) as strings."""
+    found = []
+    for path in sorted((ROOT / "families").glob("*.py")):
+        visitor = RuntimeImports()
+        visitor.visit(ast.parse(path.read_text(encoding="utf-8")))
+        top = {name.split(".")[0] for name in visitor.found}
+        found += [f"{path.name} imports {name}" for name in top - sys.stdlib_module_names - {"__future__", "families"}]
+    assert found == []
 
 
 def test_every_family_has_a_tiny_checkpoint(checkpoints: dict[str, Path]) -> None:
