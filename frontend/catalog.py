@@ -170,7 +170,7 @@ def flavoured(pipeline: DiffusionPipeline, flavour: Flavour) -> DiffusionPipelin
         changes["default_guidance"] = min(max(flavour.guidance, 0.0), limits.max_guidance)
     if not changes:
         return pipeline
-    return dataclasses.replace(pipeline, limits=dataclasses.replace(limits, **changes))  # type: ignore[type-var]
+    return dataclasses.replace(pipeline, limits=dataclasses.replace(limits, **changes))
 
 
 async def discover(triton: TritonClient, config: CatalogConfig) -> Catalog:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
-import numpy as np
+import numpy.typing as npt
 from tritonclient.http import InferInput, InferRequestedOutput
 from tritonclient.http.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
@@ -72,8 +72,8 @@ class TritonClient:
         await self._client.close()
 
     async def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], clock: InferenceClock
-    ) -> dict[str, np.ndarray]:
+        self, model: str, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str], clock: InferenceClock
+    ) -> dict[str, npt.NDArray[Any]]:
         request = []
         for name, array in inputs.items():
             tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))

@@ -56,7 +56,7 @@ def _schemas(*models: type[BaseModel]) -> dict[str, Any]:
 
 
 OBJECT = {"type": "object"}
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def admin_paths() -> dict[str, Any]:
