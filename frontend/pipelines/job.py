@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from families.family import Family
 
@@ -24,7 +25,7 @@ class GenerationJob:
     negative_prompt: str | None = None
     true_cfg_scale: float = 1.0
     """FLUX only: diffusers' `true_cfg_scale`, applied when a negative prompt is given."""
-    init_images: np.ndarray | None = None
+    init_images: npt.NDArray[np.float32] | None = None
     """img2img: float32 RGB in [0, 1], shape (n, 3, height, width), one per output image, already
     resized to the job's size; output image i starts from init_images[i]."""
     strength: float = 1.0
@@ -42,13 +43,13 @@ class GenerationJob:
 class LoraFactors:
     """One request's LoRA adapters as one row of the denoiser's flat `lora_down` and `lora_up` inputs."""
 
-    down: np.ndarray
-    up: np.ndarray
+    down: npt.NDArray[np.float32]
+    up: npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
 class Generation:
-    images: list[np.ndarray]  # uint8, height x width x 3
+    images: list[npt.NDArray[np.uint8]]  # height x width x 3
     compute_seconds: float  # time spent in Triton, the measured work behind energy_cost
     prompt_truncated: bool  # a text encoder read only the start of the prompt or negative prompt
 

@@ -16,21 +16,22 @@ from __future__ import annotations
 import secrets
 
 import numpy as np
+import numpy.typing as npt
 
 SEED_LIMIT = 2**32
 """Seeds wrap at 2**32 so `seed + i` stays a valid PCG64 seed that every client can represent."""
 
 
-def initial_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+def initial_noise(seed: int, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
     return np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, dtype=np.float32)
 
 
-def noise_batch(seeds: list[int], shape: tuple[int, ...]) -> np.ndarray:
+def noise_batch(seeds: list[int], shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
     """`initial_noise` of each seed, stacked: the initial noise of a request's images."""
     return np.stack([initial_noise(seed, shape) for seed in seeds])
 
 
-def posterior_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+def posterior_noise(seed: int, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
     generator = np.random.Generator(np.random.PCG64(seed))
     generator.standard_normal(shape, dtype=np.float32)
     return generator.standard_normal(shape, dtype=np.float32)

@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 """About 30 prompts of real FLUX.1-dev (T5 states 512 x 4096 float32, 8 MB each), thousands of tiny."""
 
-Encoded = tuple[tuple[np.ndarray, ...], np.ndarray]
+Encoded = tuple[tuple[npt.NDArray[np.float32], ...], npt.NDArray[np.bool_]]
 """A text-encoding stage's output: its tensors, one row per prompt, and per prompt whether a tokenizer
 cut it (shape (prompts,) or (prompts, 1))."""
 Encoder = Callable[[list[str]], Awaitable[Encoded]]
@@ -30,7 +31,7 @@ Encoder = Callable[[list[str]], Awaitable[Encoded]]
 
 @dataclass(frozen=True)
 class _Entry:
-    rows: tuple[np.ndarray, ...]  # each tensor's row for the prompt, batch axis kept
+    rows: tuple[npt.NDArray[np.float32], ...]  # each tensor's row for the prompt, batch axis kept
     truncated: bool
 
     @property
@@ -48,7 +49,7 @@ class PromptCache:
 
     async def encode(
         self, caller: str, model: str, version: str, prompts: list[str], encoder: Encoder
-    ) -> tuple[tuple[np.ndarray, ...], bool]:
+    ) -> tuple[tuple[npt.NDArray[np.float32], ...], bool]:
         """`encoder(prompts)`'s tensors (rows in the order of `prompts`) and whether any prompt was cut;
         `encoder` runs once, on the prompts not cached for this caller, or not at all."""
         if not version:
