@@ -12,15 +12,16 @@ from frontend.api.parameters import DEFAULT_LORA_SCALE
 from frontend.api.protocol import MAX_ADAPTERS, MAX_LORA_SCALE, MIN_LORA_SCALE
 from frontend.auth.scopes import MODELS_READ
 from frontend.catalog import Catalog
+from frontend.services import Services
 from frontend.store.adapters import LoraAdapter
 
 
 async def list_models(request: Request) -> JSONResponse:
-    state = request.app.state
-    await state.auth.authorize(request, MODELS_READ)
-    catalog: Catalog = state.catalog
-    adapters = await state.adapters.store.adapters.find()
-    data = [describe_model(catalog, public_id, state.started, adapters) for public_id in catalog.public_ids()]
+    services = Services.of(request)
+    await services.auth.authorize(request, MODELS_READ)
+    catalog: Catalog = services.catalog
+    adapters = await services.adapters.store.adapters.find()
+    data = [describe_model(catalog, public_id, services.started, adapters) for public_id in catalog.public_ids()]
     return JSONResponse({"object": "list", "data": data})
 
 
