@@ -43,8 +43,9 @@ serve: $(EXPORTED) $(SAFETY)
 	$(BIN)/imagegen serve
 
 check: $(STAMP)
-	$(BIN)/ruff format --check frontend export backends tests benchmarks
-	$(BIN)/ruff check frontend export backends tests benchmarks
+	$(BIN)/ruff format --check frontend export backends tests benchmarks families
+	$(BIN)/ruff check frontend export backends tests benchmarks families
+	$(BIN)/mypy frontend export backends benchmarks families
 
 # The official Node SDK, for the spec's Node example.
 $(NODE_SDK): tests/e2e/node/package-lock.json
