@@ -1,4 +1,5 @@
-"""FLUX.1 [schnell|dev]: prompt encoding, the flow-matching loop and VAE decoding, all through Triton.
+"""FLUX.1 [schnell|dev]: what the shared pipeline (pipeline.py) runs FLUX's way: CLIP's pooled vector
+and T5's tokens, the flow-matching schedule, packed latents with their position ids, embedded guidance.
 
 Each step mirrors diffusers' FluxPipeline (pipeline_flux.py) so the served image equals diffusers'
 image for the same weights, prompt, steps and initial latents.
@@ -6,38 +7,33 @@ image for the same weights, prompt, steps and initial latents.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
-from families.family import TOKENIZER, VAE_DECODER, VAE_ENCODER
-from families.flux import CLIP, FLUX, T5, TRANSFORMER
+from families.flux import CLIP, FLUX, T5
 from frontend.accounting import InferenceClock
-from frontend.adapters import denoiser_inputs
-from frontend.pipelines.job import Generation, GenerationJob
+from frontend.pipelines.job import GenerationJob
 from frontend.pipelines.noise import noise_batch
-from frontend.pipelines.pipeline import DiffusionPipeline
-from frontend.pipelines.prompt_cache import Encoded
+from frontend.pipelines.pipeline import DiffusionPipeline, PromptEmbeddings, Schedule
 from frontend.pipelines.schedulers import FlowMatchEuler
-from frontend.pipelines.stages import decode_latents, encode_images, tokenize
-from frontend.progress import Progress
 from frontend.triton import TritonClient
 
 PACKING = FLUX.latent_packing
 """FLUX packs 2x2 latent pixels into one token, so sides are multiples of vae_scale_factor * 2."""
 
 
-def pack_latents(latents: np.ndarray) -> np.ndarray:
+def pack_latents(latents: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """(B, C, H, W) -> (B, H/2 * W/2, C * 4), as FluxPipeline._pack_latents."""
     b, c, h, w = latents.shape
     packed = latents.reshape(b, c, h // 2, 2, w // 2, 2).transpose(0, 2, 4, 1, 3, 5)
     return np.ascontiguousarray(packed.reshape(b, (h // 2) * (w // 2), c * 4))
 
 
-def unpack_latents(packed: np.ndarray, latent_height: int, latent_width: int) -> np.ndarray:
+def unpack_latents(packed: npt.NDArray[np.float32], latent_height: int, latent_width: int) -> npt.NDArray[np.float32]:
     """Inverse of `pack_latents`, as FluxPipeline._unpack_latents."""
     b, _, channels = packed.shape
     latents = packed.reshape(b, latent_height // 2, latent_width // 2, channels // 4, 2, 2).transpose(0, 3, 1, 4, 2, 5)
@@ -46,7 +42,7 @@ def unpack_latents(packed: np.ndarray, latent_height: int, latent_width: int) ->
 
 def initial_latents(
     seeds: list[int], height: int, width: int, channels: int = 16, vae_scale_factor: int = 8
-) -> np.ndarray:
+) -> npt.NDArray[np.float32]:
     """The packed initial latents of a request: `initial_noise(seed, (C, H/8, W/8))` per image.
 
     Pass this as `latents=` to diffusers' FluxPipeline to get the served image.
@@ -59,15 +55,20 @@ def img2img_start(steps: int, strength: float) -> int:
     return int(max(steps - min(steps * strength, steps), 0))
 
 
-def latent_image_ids(latent_height: int, latent_width: int) -> np.ndarray:
+def latent_image_ids(latent_height: int, latent_width: int) -> npt.NDArray[np.float32]:
     """Position ids (0, row, column) of each packed token, as FluxPipeline._prepare_latent_image_ids."""
     rows, cols = np.meshgrid(np.arange(latent_height // 2), np.arange(latent_width // 2), indexing="ij")
-    ids = np.stack([np.zeros_like(rows), rows, cols], axis=-1).astype(np.float32)
+    ids: npt.NDArray[np.float32] = np.stack([np.zeros_like(rows), rows, cols], axis=-1).astype(np.float32)
     return ids.reshape(-1, 3)
 
 
 @dataclass(frozen=True, kw_only=True)
 class FluxPipeline(DiffusionPipeline):
+    TEXT_ENCODER_OUTPUTS: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        CLIP.name: ("pooled_embeds",),
+        T5.name: ("prompt_embeds",),
+    }
+
     scheduler: FlowMatchEuler
     guidance_embeds: bool
 
@@ -79,86 +80,50 @@ class FluxPipeline(DiffusionPipeline):
             **cls._metadata_fields(name, FLUX, metadata, triton),
         )
 
-    async def generate(self, job: GenerationJob, progress: Progress) -> Generation:
-        clock = InferenceClock()
-        latent_height, latent_width = job.height // self.vae_scale_factor, job.width // self.vae_scale_factor
-        prompts = [job.prompt] if job.negative_prompt is None else [job.prompt, job.negative_prompt]
-        pooled, prompt_embeds, truncated = await self.encode_prompts(prompts, job.caller, clock)
-        sigmas, timesteps = self.scheduler.schedule(job.steps, (latent_height // PACKING) * (latent_width // PACKING))
-        start = 0
-        noise = noise_batch(job.seeds, (self.latent_channels, latent_height, latent_width))
-        if job.init_images is None:
-            latents = noise
-        else:
-            start = img2img_start(job.steps, job.strength)
-            image_latents = await encode_images(
-                self.triton, self._model(VAE_ENCODER.name), job.init_images, job.seeds, clock
-            )
-            sigma = sigmas[start]
-            # FlowMatchEulerDiscreteScheduler.scale_noise at the first remaining timestep.
-            latents = sigma * noise + (np.float32(1.0) - sigma) * image_latents
-        latents = await self.denoise(
-            pack_latents(latents), pooled, prompt_embeds, job, sigmas, timesteps, start, clock, progress
-        )
-        images = await decode_latents(
-            self.triton, self._model(VAE_DECODER.name), unpack_latents(latents, latent_height, latent_width), clock
-        )
-        return Generation(images=images, compute_seconds=clock.seconds, prompt_truncated=truncated)
-
-    def passes(self, job: GenerationJob) -> int:
-        """True CFG: the negative prompt's pass rides in the same denoiser call (`denoise`)."""
-        return 1 if job.negative_prompt is None else 2
+    def guidance_scale(self, job: GenerationJob) -> float | None:
+        """True CFG (diffusers' `true_cfg_scale`) where a negative prompt is given; FLUX.1-dev's own
+        guidance is a denoiser input instead (`conditioning`)."""
+        return None if job.negative_prompt is None else job.true_cfg_scale
 
     img2img_start = staticmethod(img2img_start)
 
-    async def _encode_prompts(self, prompts: list[str], clock: InferenceClock) -> Encoded:
-        ids = await tokenize(self.triton, self._model(TOKENIZER.name), prompts, self.text_encoders, clock)
-        clip, t5 = await asyncio.gather(
-            self.triton.infer(
-                self._model(CLIP.name), {"input_ids": ids[f"{CLIP.name}_input_ids"]}, ["pooled_embeds"], clock
-            ),
-            self.triton.infer(
-                self._model(T5.name), {"input_ids": ids[f"{T5.name}_input_ids"]}, ["prompt_embeds"], clock
-            ),
+    def schedule(self, job: GenerationJob) -> Schedule:
+        """FluxPipeline's sigmas, shifted for the image's token count where the scheduler says so."""
+        latent_height, latent_width = job.height // self.vae_scale_factor, job.width // self.vae_scale_factor
+        return self.scheduler.schedule(job.steps, (latent_height // PACKING) * (latent_width // PACKING))
+
+    def embeddings(self, outputs: Mapping[str, Mapping[str, npt.NDArray[np.float32]]]) -> PromptEmbeddings:
+        """T5's tokens for attention, CLIP's pooled vector (FluxPipeline.encode_prompt)."""
+        return PromptEmbeddings(
+            prompt_embeds=outputs[T5.name]["prompt_embeds"], pooled=outputs[CLIP.name]["pooled_embeds"]
         )
-        return (clip["pooled_embeds"], t5["prompt_embeds"]), ids["prompt_truncated"]
 
-    async def denoise(
-        self,
-        latents: np.ndarray,
-        pooled: np.ndarray,
-        prompt_embeds: np.ndarray,
-        job: GenerationJob,
-        sigmas: np.ndarray,
-        timesteps: np.ndarray,
-        start: int,
-        clock: InferenceClock,
-        progress: Progress,
-    ) -> np.ndarray:
-        """The flow-matching loop from step `start`: one transformer call per step for the whole batch.
-
-        With a negative prompt (true CFG), the unconditional half rides in the same call.
-        """
-        n = len(latents)
-        copies = len(pooled)  # 2 with a negative prompt: rows [positive x n, negative x n]
+    async def conditioning(
+        self, job: GenerationJob, embeddings: PromptEmbeddings, clock: InferenceClock
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """The prompt, the image tokens' position ids, and FLUX.1-dev's embedded guidance."""
+        rows = len(embeddings.pooled)
         ids = latent_image_ids(job.height // self.vae_scale_factor, job.width // self.vae_scale_factor)
         inputs = {
-            "encoder_hidden_states": np.repeat(prompt_embeds, n, axis=0),
-            "pooled_projections": np.repeat(pooled, n, axis=0),
-            "img_ids": np.ascontiguousarray(np.broadcast_to(ids, (copies * n, *ids.shape))),
+            "encoder_hidden_states": embeddings.prompt_embeds,
+            "pooled_projections": embeddings.pooled,
+            "img_ids": np.ascontiguousarray(np.broadcast_to(ids, (rows, *ids.shape))),
         }
         if self.guidance_embeds:
-            inputs["guidance"] = np.full((copies * n, 1), job.guidance, dtype=np.float32)
-        inputs.update(denoiser_inputs(self.lora, job.lora, copies * n))
-        for index in range(start, len(timesteps)):
-            # FluxPipeline passes timestep / 1000; the transformer scales it back inside.
-            inputs["timestep"] = np.full((copies * n, 1), timesteps[index] / np.float32(1000), dtype=np.float32)
-            inputs["hidden_states"] = np.concatenate([latents] * copies)
-            result = await self.triton.infer(self._model(TRANSFORMER.name), inputs, ["noise_pred"], clock)
-            noise_pred = result["noise_pred"]
-            if copies == 2:
-                positive, negative = noise_pred[:n], noise_pred[n:]
-                noise_pred = negative + np.float32(job.true_cfg_scale) * (positive - negative)
-            latents = self.scheduler.step(latents, noise_pred, sigmas[index], sigmas[index + 1])
-            progress.stepped(index + 1, len(timesteps))
-        return latents
+            inputs["guidance"] = np.full((rows, 1), job.guidance, dtype=np.float32)
+        return inputs
+
+    def step_inputs(
+        self, latents: npt.NDArray[np.float32], sigma: np.float32, timestep: np.float32
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        # FluxPipeline passes timestep / 1000; the transformer scales it back inside.
+        return {
+            "hidden_states": latents,
+            "timestep": np.full((len(latents), 1), timestep / np.float32(1000), dtype=np.float32),
+        }
+
+    def pack(self, latents: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return pack_latents(latents)
+
+    def unpack(self, latents: npt.NDArray[np.float32], job: GenerationJob) -> npt.NDArray[np.float32]:
+        return unpack_latents(latents, job.height // self.vae_scale_factor, job.width // self.vae_scale_factor)

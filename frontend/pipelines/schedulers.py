@@ -8,9 +8,34 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
+
+
+class Scheduler(Protocol):
+    """What the denoising loop (pipeline.py) asks of a scheduler; each family sets up its schedule."""
+
+    def init_noise_sigma(self, sigmas: npt.NDArray[np.float32]) -> np.float32:
+        """The text-to-image noise's standard deviation for the scheduled `sigmas`."""
+
+    def add_noise(
+        self, sample: npt.NDArray[np.float32], noise: npt.NDArray[np.float32], sigma: np.float32
+    ) -> npt.NDArray[np.float32]:
+        """img2img's start: the input image's latents noised to `sigma`."""
+
+    def step(
+        self,
+        sample: npt.NDArray[np.float32],
+        model_output: npt.NDArray[np.float32],
+        sigma: np.float32,
+        sigma_next: np.float32,
+    ) -> npt.NDArray[np.float32]:
+        """The latents at `sigma_next` from those at `sigma` and the guided noise prediction."""
+
+
+ONE = np.float32(1.0)
 
 UNSUPPORTED_FLOW_MATCH_OPTIONS = (
     "shift_terminal",
@@ -46,7 +71,7 @@ class FlowMatchEuler:
         fields = cls.__dataclass_fields__
         return cls(**{key: value for key, value in config.items() if key in fields})
 
-    def schedule(self, steps: int, image_seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    def schedule(self, steps: int, image_seq_len: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """(sigmas with the terminal 0 appended, timesteps) for `steps` steps.
 
         Mirrors FluxPipeline.__call__ (sigmas = linspace(1, 1/steps, steps), mu = calculate_shift)
@@ -70,7 +95,24 @@ class FlowMatchEuler:
         return image_seq_len * slope + self.base_shift - slope * self.base_image_seq_len
 
     @staticmethod
-    def step(sample: np.ndarray, model_output: np.ndarray, sigma: np.float32, sigma_next: np.float32) -> np.ndarray:
+    def init_noise_sigma(sigmas: npt.NDArray[np.float32]) -> np.float32:
+        """FlowMatchEulerDiscreteScheduler's init_noise_sigma: flow matching starts from unit noise."""
+        return ONE
+
+    @staticmethod
+    def add_noise(
+        sample: npt.NDArray[np.float32], noise: npt.NDArray[np.float32], sigma: np.float32
+    ) -> npt.NDArray[np.float32]:
+        """FlowMatchEulerDiscreteScheduler.scale_noise: the straight path from the sample to the noise."""
+        return sigma * noise + (ONE - sigma) * sample
+
+    @staticmethod
+    def step(
+        sample: npt.NDArray[np.float32],
+        model_output: npt.NDArray[np.float32],
+        sigma: np.float32,
+        sigma_next: np.float32,
+    ) -> npt.NDArray[np.float32]:
         return sample + (sigma_next - sigma) * model_output
 
 
@@ -90,7 +132,6 @@ EULER_CHOICES = {
     "final_sigmas_type": ("zero",),
 }
 """The values mirrored here of each EulerDiscreteScheduler option; the first is diffusers' default."""
-ONE = np.float32(1.0)
 
 
 @dataclass(frozen=True)
@@ -122,7 +163,7 @@ class EulerDiscrete:
         fields = cls.__dataclass_fields__
         return cls(**{key: value for key, value in config.items() if key in fields})
 
-    def alphas_cumprod(self) -> np.ndarray:
+    def alphas_cumprod(self) -> npt.NDArray[np.float32]:
         """EulerDiscreteScheduler.__init__'s `alphas_cumprod`; torch accumulates the product in float64 too."""
         if self.beta_schedule == "scaled_linear":
             betas = np.linspace(self.beta_start**0.5, self.beta_end**0.5, self.num_train_timesteps) ** 2
@@ -131,7 +172,7 @@ class EulerDiscrete:
         alphas = ONE - betas.astype(np.float32)
         return np.cumprod(alphas, dtype=np.float64).astype(np.float32)
 
-    def schedule(self, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    def schedule(self, steps: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """(sigmas with the terminal 0 appended, timesteps), as EulerDiscreteScheduler.set_timesteps."""
         train_steps = self.num_train_timesteps
         # The spacings of Table 2 of https://huggingface.co/papers/2305.08891, as diffusers writes them.
@@ -147,20 +188,26 @@ class EulerDiscrete:
         sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
         return np.append(sigmas, 0.0).astype(np.float32), timesteps
 
-    def init_noise_sigma(self, sigmas: np.ndarray) -> np.float32:
+    def init_noise_sigma(self, sigmas: npt.NDArray[np.float32]) -> np.float32:
         """The initial noise's standard deviation for the scheduled `sigmas` (diffusers' property)."""
-        max_sigma = sigmas.max()
+        max_sigma: np.float32 = sigmas.max()
         if self.timestep_spacing in ("linspace", "trailing"):
             return max_sigma
-        return np.sqrt(max_sigma * max_sigma + ONE)
+        noise_sigma: np.float32 = np.sqrt(max_sigma * max_sigma + ONE)
+        return noise_sigma
 
     @staticmethod
-    def scale_model_input(sample: np.ndarray, sigma: np.float32) -> np.ndarray:
-        return sample / np.sqrt(sigma * sigma + ONE)
+    def scale_model_input(sample: npt.NDArray[np.float32], sigma: np.float32) -> npt.NDArray[np.float32]:
+        scaled: npt.NDArray[np.float32] = sample / np.sqrt(sigma * sigma + ONE)
+        return scaled
 
     def step(
-        self, sample: np.ndarray, model_output: np.ndarray, sigma: np.float32, sigma_next: np.float32
-    ) -> np.ndarray:
+        self,
+        sample: npt.NDArray[np.float32],
+        model_output: npt.NDArray[np.float32],
+        sigma: np.float32,
+        sigma_next: np.float32,
+    ) -> npt.NDArray[np.float32]:
         """EulerDiscreteScheduler.step with s_churn 0, so sigma_hat is sigma."""
         if self.prediction_type == "epsilon":
             denoised = sample - sigma * model_output
@@ -170,5 +217,7 @@ class EulerDiscrete:
         return sample + derivative * (sigma_next - sigma)
 
     @staticmethod
-    def add_noise(sample: np.ndarray, noise: np.ndarray, sigma: np.float32) -> np.ndarray:
+    def add_noise(
+        sample: npt.NDArray[np.float32], noise: npt.NDArray[np.float32], sigma: np.float32
+    ) -> npt.NDArray[np.float32]:
         return sample + noise * sigma

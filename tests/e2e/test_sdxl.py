@@ -70,7 +70,7 @@ def test_sdxl_img2img_matches_diffusers(server: Server, sdxl_checkpoint: Path, i
     documented `initial_noise` at the first timestep that its `get_timesteps` keeps for `strength`.
     Given them as `latents=`, diffusers skips its encode and add_noise and runs the kept steps with
     guidance and decodes. The server runs the whole path with its own code (`sample_posterior`,
-    `img2img_latents`, `img2img_start`) and its exported VAE encoder.
+    `prepare_latents`, `img2img_start`) and its exported VAE encoder.
     """
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
