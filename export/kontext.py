@@ -22,14 +22,11 @@ from export import flux, loading
 from export.components import BATCH, Component, TensorSpec
 from export.loading import Source
 from export.lora import DEFAULT_RANK, add_low_rank_branches
+from families.flux import TRANSFORMER
+from families.kontext import CONTEXT_TOKENS, KONTEXT
 
-FAMILY = "flux-kontext"
-DENOISER = "transformer"
-CONTEXT_TOKENS = "context_tokens"
 CONTEXT_SAMPLE_TOKENS = 48
 """The export trace's input-image tokens: not the image tokens' 64, so the two axes stay apart."""
-DEFAULT_GUIDANCE = 2.5
-"""Black Forest Labs' reference setting for Kontext [dev] (diffusers' pipeline defaults to 3.5)."""
 
 
 class KontextDenoiser(flux.FluxDenoiser):
@@ -67,7 +64,10 @@ def _denoiser(transformer: FluxTransformer2DModel, lora_rank: int) -> KontextDen
     return KontextDenoiser(transformer, add_low_rank_branches(transformer, lora_rank) if lora_rank else None)
 
 
-SOURCES: dict[str, Source] = {**flux.SOURCES, DENOISER: Source("transformer", FluxTransformer2DModel, _denoiser)}
+SOURCES: dict[str, Source] = {
+    **flux.SOURCES,
+    TRANSFORMER.name: Source("transformer", FluxTransformer2DModel, _denoiser),
+}
 """FLUX's components, the transformer wrapped as `KontextDenoiser`."""
 
 
@@ -76,14 +76,17 @@ def load_modules(checkpoint: Path, lora_rank: int = DEFAULT_RANK, weights: bool 
 
 
 def describe(modules: dict[str, torch.nn.Module]) -> tuple[tuple[Component, ...], dict[str, Any]]:
-    """FLUX.1-dev's contracts and metadata, the denoiser taking the input image's tokens besides."""
+    """FLUX.1-dev's contracts, the denoiser taking the input image's tokens besides; Kontext's defaults."""
     components, metadata = flux.describe(modules)
     if not metadata["guidance_embeds"]:
         raise ValueError("a FLUX.1 Kontext transformer embeds guidance, as FLUX.1-dev's")
-    return tuple(_with_context(c) if c.name == DENOISER else c for c in components), {
+    (variant,) = KONTEXT.variants
+    return tuple(_with_context(c) if c.name == TRANSFORMER.name else c for c in components), {
         **metadata,
-        "family": FAMILY,
-        "default_guidance": DEFAULT_GUIDANCE,
+        "family": KONTEXT.name,
+        "default_steps": variant.steps,
+        "default_guidance": variant.guidance,
+        "text_encoders": dict(variant.prompt_lengths),
     }
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from families.family import Family
 from families.flux import FLUX
+from families.kontext import KONTEXT
 from families.sdxl import SDXL
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (FLUX, SDXL)}
+FAMILIES: dict[str, Family] = {family.name: family for family in (FLUX, SDXL, KONTEXT)}
 """Metadata `family` -> its declaration."""
 
 

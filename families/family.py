@@ -118,6 +118,9 @@ class Family:
     """The frontend's pipeline class, `module:Class`, which the catalog builds from the metadata."""
     latent_packing: int = 1
     """Latent cells packed per side into one denoiser token (FLUX: 2x2)."""
+    conditioning_sizes: tuple[str, ...] = ()
+    """Where one input image conditions every output instead of starting one (Kontext): the trained
+    resolutions it is resized to, the one nearest its aspect ratio, which is the default output size too."""
     default_size: str = DEFAULT_SIZE
     min_side: int = MIN_SIDE
     max_side: int = MAX_SIDE

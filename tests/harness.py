@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 API_KEY = "sk-test-pDqBJ8qACY6yrD4FyfcNtlHW_rf0CEVURsiCe3McDi9NWy7M"
 """As strong as a generated key: the server refuses a weaker IMAGEGEN_API_KEY."""
-TINY_MODELS = ("flux-schnell", "flux-dev", "sdxl")
+TINY_MODELS = ("flux-schnell", "flux-dev", "sdxl", "flux-kontext")
 """Built, exported and served by the session fixtures under their family name (the public model id)."""
 STARTUP_TIMEOUT = 180.0
 STOP_TIMEOUT = 60.0

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from PIL import Image
 
 from frontend.api.protocol import MODEL_PARAMETERS, ImageRequest
 from frontend.errors import InvalidParameter, ParameterNotSupported
@@ -39,11 +38,17 @@ def resolve_job(
     limits = pipeline.limits
     refuse_unused_parameters(request, pipeline.name, limits)
     inputs = [open_input_image(data, "input_images") for data in request.input_images or ()]
+    if limits.conditioning_sizes and len(inputs) != 1:
+        raise InvalidParameter(
+            f"The model `{pipeline.name}` edits one input image: give exactly one in `input_images`.",
+            param="input_images",
+        )
     if inputs and len(inputs) not in (1, request.n):
         raise InvalidParameter(
             f"Give 1 input image, or one per output image (n={request.n}); got {len(inputs)}.", param="input_images"
         )
-    width, height = resolve_size(request, limits, inputs[0] if inputs else None)
+    input_size = limits.input_size(*inputs[0].size) if inputs else None
+    width, height = resolve_size(request, limits, input_size)
     job = GenerationJob(
         prompt=request.prompt,
         width=width,
@@ -60,6 +65,8 @@ def resolve_job(
     budget.check(job, pipeline.passes(job), sum(image.width * image.height for image in inputs))
     if not inputs:
         return job
+    if input_size is not None and limits.conditioning_sizes:  # one image conditions every output, at its own size
+        return replace(job, init_images=image_to_array(inputs[0], *input_size, "input_images")[np.newaxis])
     if pipeline.img2img_start(job.steps, job.strength) >= job.steps:
         raise InvalidParameter(
             f"`strength` {job.strength} keeps no step of {job.steps}: steps x strength must be at least 1.",
@@ -167,12 +174,11 @@ def resolve_guidance(request: ImageRequest, limits: Limits) -> float:
     return guidance
 
 
-def resolve_size(request: ImageRequest, limits: Limits, first_input: Image.Image | None) -> tuple[int, int]:
-    """`width`/`height` when given, else `size`, else (img2img) the first input image's size rounded
-    down to the model's multiple, else the model's default size."""
-    if request.width is None and request.height is None and request.size is None and first_input is not None:
-        width, height = (_fit(side, limits) for side in first_input.size)
-        return width, height
+def resolve_size(request: ImageRequest, limits: Limits, input_size: tuple[int, int] | None) -> tuple[int, int]:
+    """`width`/`height` when given, else `size`, else the size the first input image sets
+    (`Limits.input_size`), else the model's default size."""
+    if request.width is None and request.height is None and request.size is None and input_size is not None:
+        return input_size
     if (request.width is None) != (request.height is None):
         raise InvalidParameter("Give both `width` and `height`, or neither.", param="width")
     if request.width is not None and request.height is not None:
@@ -195,7 +201,3 @@ def resolve_size(request: ImageRequest, limits: Limits, first_input: Image.Image
         )
     width, height = (int(side) for side in size.split("x"))
     return width, height
-
-
-def _fit(side: int, limits: Limits) -> int:
-    return min(max(side - side % limits.side_multiple, limits.min_side), limits.max_side)

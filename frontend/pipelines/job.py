@@ -26,8 +26,10 @@ class GenerationJob:
     true_cfg_scale: float = 1.0
     """FLUX only: diffusers' `true_cfg_scale`, applied when a negative prompt is given."""
     init_images: npt.NDArray[np.float32] | None = None
-    """img2img: float32 RGB in [0, 1], shape (n, 3, height, width), one per output image, already
-    resized to the job's size; output image i starts from init_images[i]."""
+    """float32 RGB in [0, 1]. img2img: shape (n, 3, height, width), one per output image, already
+    resized to the job's size; output image i starts from init_images[i]. A model with
+    `Limits.conditioning_sizes` (Kontext): shape (1, 3, h, w), the one image that conditions every
+    output, at the conditioning size its aspect ratio picks."""
     strength: float = 1.0
     """img2img: the share of the schedule run from the noised input image."""
     adapters: tuple[tuple[str, float], ...] = ()
@@ -70,6 +72,23 @@ class Limits:
     default_strength: float
     parameters: frozenset[str]
     """The model-specific request parameters this model uses (e.g. "guidance", "negative_prompt")."""
+    conditioning_sizes: tuple[str, ...] = ()
+    """Where one input image conditions every output instead of starting one (Kontext): the trained
+    resolutions it is resized to (`input_size`)."""
+
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size an input image of `width` x `height` is used at, and the output size it sets when the
+        request gives none: its own rounded down to the side multiple (within the side bounds), or with
+        `conditioning_sizes` the one nearest its rounded size's aspect ratio, as FluxKontextPipeline's
+        `_auto_resize` picks it."""
+        width, height = (max(side - side % self.side_multiple, self.side_multiple) for side in (width, height))
+        if self.conditioning_sizes:
+            trained = (tuple(int(side) for side in size.split("x")) for size in self.conditioning_sizes)
+            _, width, height = min((abs(width / height - w / h), w, h) for w, h in trained)
+        return self._bounded(width), self._bounded(height)
+
+    def _bounded(self, side: int) -> int:
+        return min(max(side - side % self.side_multiple, self.min_side), self.max_side)
 
     @classmethod
     def of(cls, family: Family, metadata: Mapping[str, Any], parameters: frozenset[str]) -> Limits:
@@ -86,4 +105,5 @@ class Limits:
             max_guidance=family.max_guidance,
             default_strength=family.default_strength,
             parameters=parameters,
+            conditioning_sizes=family.conditioning_sizes,
         )

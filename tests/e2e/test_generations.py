@@ -113,7 +113,13 @@ def test_key_is_accepted_as_x_api_key(server: Server) -> None:
 
 def test_models_lists_public_ids(server: Server) -> None:
     client = OpenAI(api_key=API_KEY, base_url=server.base_url)
-    assert {model.id for model in client.models.list()} == {"flux-schnell", "flux-dev", "sdxl", "dall-e-3"}
+    assert {model.id for model in client.models.list()} == {
+        "flux-schnell",
+        "flux-dev",
+        "sdxl",
+        "flux-kontext",
+        "dall-e-3",
+    }
 
 
 def test_healthz_answers(server: Server) -> None:

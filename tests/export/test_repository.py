@@ -10,7 +10,7 @@ from export.tiny import build_tiny_checkpoint
 from tests.harness import TINY_MODELS
 
 COMMITTED = Path(__file__).resolve().parents[2] / "model_repository"
-DENOISERS = {"flux-schnell": "transformer", "flux-dev": "transformer", "sdxl": "unet"}
+DENOISERS = {"flux-schnell": "transformer", "flux-dev": "transformer", "sdxl": "unet", "flux-kontext": "transformer"}
 
 
 def test_committed_configs_are_what_the_exporter_writes(model_repository: Path) -> None:
