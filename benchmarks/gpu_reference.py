@@ -1,16 +1,17 @@
-"""Real-size denoiser steps and VAE decodes on one CUDA GPU, to size a GPU deployment.
+"""Real-size denoiser steps, VAE calls and text encodings on one CUDA GPU, to size a GPU deployment.
 
-The CPU benchmarks run tiny models; this times the real FLUX.1 transformer, SDXL UNet and both VAEs
-at full size with random weights (a step's time depends on shapes, not values, so no checkpoint is
-downloaded), in bf16 with torch's kernels and scaled-dot-product attention, two ways: eager (what a
-plain PyTorch server gets, Python launching every kernel) and replayed as one CUDA graph (the GPU's
-own time, which a server without per-kernel launch cost, such as a TensorRT plan in Triton, starts
-from; TensorRT's fused kernels then go below it).
+The CPU benchmarks run tiny models; this times the real FLUX.1 transformer, SDXL UNet, both VAEs
+(decoder and encoder) and the text encoders (CLIP-L, OpenCLIP bigG, T5-XXL) at full size with random
+weights (a call's time depends on shapes, not values, so no checkpoint is downloaded), in bf16 with
+torch's kernels and scaled-dot-product attention, two ways: eager (what a plain PyTorch server gets,
+Python launching every kernel) and replayed as one CUDA graph (the GPU's own time, which a server
+without per-kernel launch cost, such as a TensorRT plan in Triton, starts from; TensorRT's fused
+kernels then go below it).
 
     python benchmarks/gpu_reference.py --out gpu_reference.json
 
-Needs torch with CUDA and diffusers only (it imports nothing else of this project), so it can be
-copied onto any GPU host.
+Needs torch with CUDA, diffusers and transformers only (it imports nothing else of this project), so
+it can be copied onto any GPU host.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import diffusers
 import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 DTYPE = torch.bfloat16
 VAE_FACTOR = 8  # pixels per latent cell in both families' VAEs
@@ -58,6 +60,41 @@ VAE_DECODER: dict[str, Any] = {
     "up_block_types": ("UpDecoderBlock2D",) * 4,
     "layers_per_block": 2,
 }
+# openai/clip-vit-large-patch14's text model: FLUX's and SDXL's text_encoder.
+CLIP_L = CLIPTextConfig(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+)
+# stabilityai/stable-diffusion-xl-base-1.0, text_encoder_2/config.json (OpenCLIP ViT-bigG-14).
+CLIP_BIGG = CLIPTextConfig(
+    vocab_size=49408,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    projection_dim=1280,
+)
+# black-forest-labs/FLUX.1-schnell, text_encoder_2/config.json (google/t5-v1_1-xxl's encoder).
+T5_XXL = T5Config(
+    vocab_size=32128,
+    d_model=4096,
+    d_kv=64,
+    d_ff=10240,
+    num_layers=24,
+    num_heads=64,
+    feed_forward_proj="gated-gelu",
+    is_encoder_decoder=False,
+    use_cache=False,
+)
+FLUX_DEV_T5_TOKENS = 512
 FLUX_VAE: dict[str, Any] = {**VAE_DECODER, "latent_channels": 16, "use_quant_conv": False, "use_post_quant_conv": False}
 SDXL_VAE: dict[str, Any] = {**VAE_DECODER, "latent_channels": 4}
 
@@ -129,6 +166,22 @@ def vae_decode(model: AutoencoderKL, batch: int, side: int) -> Callable[[], Any]
     return lambda: model.decode(latents, return_dict=False)
 
 
+def vae_encode(model: AutoencoderKL, batch: int, side: int) -> Callable[[], Any]:
+    """img2img's and Kontext's input image to latents."""
+    pixels = torch.randn(batch, 3, side, side)
+    return lambda: model.encode(pixels, return_dict=False)
+
+
+def encode_text(tokens: int, vocabulary: int) -> Callable[[torch.nn.Module, int, int], Callable[[], Any]]:
+    """A text encoder's call on `tokens` random token ids a prompt (the image side plays no part)."""
+
+    def call_for(model: torch.nn.Module, batch: int, side: int) -> Callable[[], Any]:
+        ids = torch.randint(0, vocabulary, (batch, tokens))
+        return lambda: model(input_ids=ids, output_hidden_states=True)
+
+    return call_for
+
+
 def cuda_timer() -> torch.cuda.Event:
     """An event that records a time (torch leaves `Event.__new__` unannotated)."""
     return torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
@@ -164,6 +217,21 @@ MODELS: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[Any, int, int],
     "sdxl unet": (lambda: UNet2DConditionModel(**SDXL_UNET), sdxl_step),
     "flux vae decoder": (lambda: AutoencoderKL(**FLUX_VAE), vae_decode),
     "sdxl vae decoder": (lambda: AutoencoderKL(**SDXL_VAE), vae_decode),
+    "flux vae encoder": (lambda: AutoencoderKL(**FLUX_VAE), vae_encode),
+    "sdxl vae encoder": (lambda: AutoencoderKL(**SDXL_VAE), vae_encode),
+    "clip-l text encoder": (lambda: CLIPTextModel(CLIP_L), encode_text(SDXL_TEXT_TOKENS, CLIP_L.vocab_size)),
+    "openclip-bigg text encoder": (
+        lambda: CLIPTextModelWithProjection(CLIP_BIGG),
+        encode_text(SDXL_TEXT_TOKENS, CLIP_L.vocab_size),
+    ),
+    "t5-xxl encoder (schnell, 256 tokens)": (
+        lambda: T5EncoderModel(T5_XXL),
+        encode_text(FLUX_T5_TOKENS, T5_XXL.vocab_size),
+    ),
+    "t5-xxl encoder (dev, 512 tokens)": (
+        lambda: T5EncoderModel(T5_XXL),
+        encode_text(FLUX_DEV_T5_TOKENS, T5_XXL.vocab_size),
+    ),
 }
 
 
@@ -196,7 +264,7 @@ def measure(batches: list[int], side: int, warmup: int, repeats: int) -> Iterato
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", default="1,2,4", help="comma-separated batch sizes")
+    parser.add_argument("--batches", default="1,2,4,8", help="comma-separated batch sizes")
     parser.add_argument("--side", type=int, default=1024, help="image width and height in pixels")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)

@@ -14,6 +14,10 @@ PUBLISHED_PARAMETERS = {
     "flux.1-schnell transformer": 11_891_178_560,
     "sdxl unet": 2_567_463_684,
     "sdxl vae decoder": 83_653_863,
+    "sdxl vae encoder": 83_653_863,
+    "clip-l text encoder": 123_060_480,
+    "openclip-bigg text encoder": 694_659_840,
+    "t5-xxl encoder (schnell, 256 tokens)": 4_762_310_656,
 }
 
 
