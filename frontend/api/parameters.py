@@ -62,7 +62,8 @@ def resolve_job(
         adapters=resolve_adapters(request),
         caller=caller,
     )
-    budget.check(job, pipeline.passes(job), sum(image.width * image.height for image in inputs))
+    conditioning = input_size[0] * input_size[1] if input_size is not None and limits.conditioning_sizes else 0
+    budget.check(job, pipeline.passes(job), sum(image.width * image.height for image in inputs), conditioning)
     if not inputs:
         return job
     if input_size is not None and limits.conditioning_sizes:  # one image conditions every output, at its own size
@@ -87,8 +88,10 @@ class RequestBudget:
     max_work: int
     """n x width x height x steps x passes: the denoiser's work, which sets how long a slot is held."""
 
-    def check(self, job: GenerationJob, passes: int, input_pixels: int) -> None:
-        """`passes`: 2 where classifier-free guidance runs an unconditional pass beside each image."""
+    def check(self, job: GenerationJob, passes: int, input_pixels: int, conditioning_pixels: int) -> None:
+        """`passes`: 2 where classifier-free guidance runs an unconditional pass beside each image.
+        `conditioning_pixels`: the input image's, where its tokens go beside every image's at every step
+        (Kontext: a step then costs 2.2 FLUX steps at 1024x1024 on an H200), so they count as work."""
         n = len(job.seeds)
         pixels = n * job.width * job.height
         if pixels > self.max_pixels:
@@ -97,12 +100,14 @@ class RequestBudget:
                 f"a request may ask for at most {self.max_pixels}.",
                 param="n",
             )
-        work = pixels * job.steps * passes
+        work = n * (job.width * job.height + conditioning_pixels) * job.steps * passes
         if work > self.max_work:
+            conditioning = f" + {conditioning_pixels} conditioning" if conditioning_pixels else ""
             raise InvalidParameter(
-                f"n x width x height x steps x passes is {n} x {job.width} x {job.height} x {job.steps} x "
-                f"{passes} = {work} (2 passes with guidance or a negative prompt); a request may ask for at "
-                f"most {self.max_work}: fewer steps, fewer or smaller images.",
+                f"n x (width x height{' + the input image' if conditioning else ''}) x steps x passes is "
+                f"{n} x ({job.width} x {job.height}{conditioning}) x {job.steps} x {passes} = {work} "
+                f"(2 passes with guidance or a negative prompt); a request may ask for at most "
+                f"{self.max_work}: fewer steps, fewer or smaller images.",
                 param="steps",
             )
         if input_pixels > self.max_pixels:

@@ -37,6 +37,9 @@ KONTEXT_SETTINGS = {
     # held gets a 429, so a 400 then shows the check ran before admission.
     "IMAGEGEN_RUNNING_PER_MODEL": "1",
     "IMAGEGEN_QUEUED_PER_MODEL": "0",
+    # Two 1024x1024 images at STEPS, each beside its 1024x1024 input image's tokens: the parity tests'
+    # largest request, exactly.
+    "IMAGEGEN_MAX_WORK_PER_REQUEST": str(2 * (1024 * 1024 * 2) * STEPS),
 }
 
 
@@ -150,6 +153,19 @@ def test_strength_is_refused_before_admission(kontext_server: Server) -> None:
     error = refused.json()["error"]
     assert (error["code"], error["param"]) == ("VALIDATION_4006", "strength")
     assert full.status_code == 429  # the same request without `strength` reached admission
+
+
+def test_the_work_budget_counts_the_input_images_tokens(kontext_server: Server) -> None:
+    """A Kontext step carries the input image's tokens beside the noise's: one more step over the
+    parity tests' request is past the budget only when they are counted."""
+    body = {"model": MODEL, "prompt": PROMPT, "input_images": [png_base64(picture(512, 512))], "n": 2}
+    refused = httpx.post(
+        f"{kontext_server.base_url}/images/generations", json={**body, "steps": STEPS + 1}, headers=AUTH
+    )
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert (error["code"], error["param"]) == ("VALIDATION_4004", "steps")
+    assert "1048576 conditioning" in error["message"]
 
 
 def test_lora_adapter_matches_diffusers_load_lora_weights(
