@@ -28,6 +28,7 @@ EXTERNAL_DATA_BYTES = 64 * 2**20
 """Weights past this size go to an external data file next to `model.onnx`, written tensor by tensor:
 a protobuf holds at most 2 GB (a real FLUX transformer is 48 GB), and building one in memory costs
 about four copies of the weights (graph, message, serialised bytes) where the file costs none."""
+RANGE_CONSTRAINTS = "pkg.torch.export.ExportedProgram.range_constraints"
 
 
 BFLOAT16_OPSET = 22
@@ -154,20 +155,24 @@ def write_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         expected = module(**inputs)
-        torch.onnx.export(
+        program = torch.onnx.export(
             module,
             (),
-            str(path),
             kwargs=inputs,
             input_names=[t.name for t in component.inputs],
             output_names=[t.name for t in component.outputs],
             dynamic_shapes=dynamic_shapes,
-            external_data=weight_bytes > EXTERNAL_DATA_BYTES,
             dynamo=True,
             custom_translation_table=fused_attention_translation() if fused_attention else None,
             opset_version=opset_version(module),
             verbose=False,
         )
+    if program is None:
+        raise RuntimeError(f"torch.onnx.export returned no program for {component.name}")
+    # torch prints the exported program's shape ranges as a set in the order of Python's string hashing,
+    # which changes with every process: without them one checkpoint exports to the same bytes each time.
+    program.model.graph.metadata_props.pop(RANGE_CONSTRAINTS, None)
+    program.save(str(path), external_data=weight_bytes > EXTERNAL_DATA_BYTES)
     return (expected,) if isinstance(expected, torch.Tensor) else tuple(expected)
 
 
