@@ -12,6 +12,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY frontend ./frontend
 COPY export ./export
+COPY families ./families
+COPY benchmarks ./benchmarks
 COPY backends ./backends
 RUN uv pip install --no-cache ".[export]" "tensorrt-cu12-bindings==${TENSORRT_BINDINGS}"
 ENTRYPOINT ["imagegen", "export", "--engine", "tensorrt"]

@@ -5,6 +5,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY frontend ./frontend
 COPY export ./export
+COPY families ./families
+COPY benchmarks ./benchmarks
 RUN pip install --no-cache-dir ".[postgres]"
 ENV IMAGEGEN_HOST=0.0.0.0 IMAGEGEN_HOME=/state
 EXPOSE 8000
