@@ -18,10 +18,16 @@ class Settings:
     """Runtime state: the store, the generated API key and session secret, the embedded Triton's backend
     folder and log."""
     triton_url: str | None = None
-    """host:port of an external Triton's HTTP endpoint; None starts the embedded one."""
+    """External Triton servers' HTTP endpoints, one pool: a comma-separated list of `host:port`, and
+    `dns://name:port` for every address a name resolves to, re-resolved each second (a Kubernetes
+    headless Service; frontend/triton_pool.py); None starts the embedded one."""
     triton_secret: str | None = None
     """What an external Triton's restricted APIs (model load and unload...) require in the
     `imagegen-triton-secret` header (docker-compose.yml); the embedded Triton makes its own per start."""
+    triton_shared_memory: bool | None = None
+    """Send each request's constant denoiser inputs to Triton once, through system shared memory
+    (frontend/shared_memory.py): only for a Triton on this host that shares its /dev/shm. None: on
+    for the embedded Triton, off for an external one (`IMAGEGEN_TRITON_SHARED_MEMORY=on|off`)."""
     triton_http_port: int = 8001
     triton_metrics_port: int = 8002
     """Ports of the embedded Triton; 0 picks free ones."""
@@ -50,6 +56,13 @@ class Settings:
     path, or a `postgresql://` URL for replicas sharing one database; None: `<state_dir>/imagegen.db`."""
     session_secret: str | None = None
     """Signs session cookies; None: made once into `<state_dir>/session_secret`. Replicas share one."""
+    secrets_key: str | None = None
+    """Seals what the store keeps but must not reveal (frontend/sealing.py: job results and prompts,
+    webhook secrets): 32 bytes in base64. None: made once into `<state_dir>/secrets.key` (SQLite
+    only: replicas sharing PostgreSQL must share one)."""
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    """Host names (or addresses) a job's `webhook_url` may name: the server calls them on a user's
+    behalf (frontend/webhooks.py). Empty: webhooks are refused."""
     session_ttl_seconds: int = 24 * 3600
     requests_per_minute: int = 60
     concurrent_generations: int = 4
@@ -82,6 +95,17 @@ class Settings:
     it holds a slot. The default: the pixel budget at 40 steps."""
     shutdown_grace: int = 30
     """On SIGTERM, seconds in-flight requests may still run before the server stops anyway."""
+    job_result_ttl: float = 3600.0
+    """Seconds a finished job's result is kept for its owner to fetch; then deleted (status `expired`)."""
+    job_workers: int = 2
+    """Jobs this frontend runs at once (each still waits for a free running slot of its model)."""
+    job_lease: float = 30.0
+    """Seconds a worker's claim on a job lasts unless renewed (it renews every third of it, at most
+    every second): a frontend that dies leaves its job to another worker this long after."""
+    job_attempts: int = 3
+    """Times a job is started (a worker died holding it) before it fails."""
+    jobs_per_key: int = 100
+    """Jobs one key or account may have queued or running; one more is refused with a 429."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -93,6 +117,7 @@ class Settings:
             state_dir=Path(env.get("IMAGEGEN_HOME", cls.state_dir)),
             triton_url=env.get("IMAGEGEN_TRITON_URL") or None,
             triton_secret=env.get("IMAGEGEN_TRITON_SECRET") or None,
+            triton_shared_memory=_switch(env.get("IMAGEGEN_TRITON_SHARED_MEMORY", ""), "IMAGEGEN_TRITON_SHARED_MEMORY"),
             triton_http_port=int(env.get("IMAGEGEN_TRITON_HTTP_PORT", cls.triton_http_port)),
             triton_metrics_port=int(env.get("IMAGEGEN_TRITON_METRICS_PORT", cls.triton_metrics_port)),
             triton_trace_file=Path(env["IMAGEGEN_TRITON_TRACE_FILE"])
@@ -107,6 +132,8 @@ class Settings:
             device_watts=float(env.get("IMAGEGEN_DEVICE_WATTS", cls.device_watts)),
             store=env.get("IMAGEGEN_STORE") or None,
             session_secret=env.get("IMAGEGEN_SESSION_SECRET") or None,
+            secrets_key=env.get("IMAGEGEN_SECRETS_KEY") or None,
+            webhook_allowed_hosts=_names(env.get("IMAGEGEN_WEBHOOK_ALLOWED_HOSTS", "")),
             session_ttl_seconds=int(env.get("IMAGEGEN_SESSION_TTL", cls.session_ttl_seconds)),
             requests_per_minute=int(env.get("IMAGEGEN_REQUESTS_PER_MINUTE", cls.requests_per_minute)),
             concurrent_generations=int(env.get("IMAGEGEN_CONCURRENT_GENERATIONS", cls.concurrent_generations)),
@@ -123,6 +150,11 @@ class Settings:
             max_pixels_per_request=int(env.get("IMAGEGEN_MAX_PIXELS_PER_REQUEST", cls.max_pixels_per_request)),
             max_work_per_request=int(env.get("IMAGEGEN_MAX_WORK_PER_REQUEST", cls.max_work_per_request)),
             shutdown_grace=int(env.get("IMAGEGEN_SHUTDOWN_GRACE", cls.shutdown_grace)),
+            job_result_ttl=float(env.get("IMAGEGEN_JOB_RESULT_TTL", cls.job_result_ttl)),
+            job_workers=int(env.get("IMAGEGEN_JOB_WORKERS", cls.job_workers)),
+            job_lease=float(env.get("IMAGEGEN_JOB_LEASE", cls.job_lease)),
+            job_attempts=int(env.get("IMAGEGEN_JOB_ATTEMPTS", cls.job_attempts)),
+            jobs_per_key=int(env.get("IMAGEGEN_JOBS_PER_KEY", cls.jobs_per_key)),
         )
 
     @property
@@ -133,3 +165,15 @@ class Settings:
     def lora_folder(self) -> Path:
         """Registered LoRA adapter files, named by content hash (`imagegen lora add`)."""
         return self.state_dir / "lora"
+
+
+def _switch(value: str, name: str) -> bool | None:
+    """`on` or `off` (None: unset)."""
+    if value not in ("", "on", "off"):
+        raise ValueError(f"{name} is `on` or `off`, not {value!r}")
+    return None if not value else value == "on"
+
+
+def _names(value: str) -> tuple[str, ...]:
+    """A comma-separated list, lower-cased (host names compare without case), blanks dropped."""
+    return tuple(name.strip().lower() for name in value.split(",") if name.strip())
