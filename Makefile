@@ -18,7 +18,7 @@ BENCH_MODELS := $(BENCH_REPO)/flux-schnell-bench_transformer/1/model.onnx $(BENC
 CLIP_WHEEL := .imagegen/wheels/open_clip_torch-3.3.0-py3-none-any.whl
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: serve test test-real check model bench clean postgresql
+.PHONY: serve test test-real check model bench bench-gpu-sim clean postgresql
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -94,6 +94,11 @@ $(BENCH_REPO)/%_transformer/1/model.onnx: $(STAMP) $(wildcard export/*.py)
 # The server against its in-process peers (benchmarks/compare.py); the last line holds the ratios.
 bench: $(BENCH_MODELS)
 	$(BIN)/python -m benchmarks.compare --root $(BENCH_ROOT)
+
+# The server at a GPU's pace: SDXL and FLUX.1-schnell at their published sizes on a simulated H200
+# (benchmarks/gpu_sim.py, its own folder .imagegen/gpu-sim); the last line holds the figures.
+bench-gpu-sim: $(STAMP) $(CLIP_WHEEL)
+	$(BIN)/python -m benchmarks.gpu_sim
 
 clean:
 	rm -rf $(VENV) .imagegen $(REPO)/*/[0-9]*/

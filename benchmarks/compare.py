@@ -31,21 +31,16 @@ import json
 import os
 import platform
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
 from benchmarks.peers import DiffusersPeer, OrtPeer
+from benchmarks.serving import running_server
 from frontend.bench import (
     PROMPT,
     BenchConfig,
@@ -60,7 +55,6 @@ from frontend.imaging import encode_image_base64
 
 CONCURRENCY = 8
 STEPS = 4  # flux-schnell's default
-STARTUP_TIMEOUT_S = 300.0
 ORT_PEER = "onnxruntime loop"
 DIFFUSERS_PEER = "diffusers FluxPipeline"
 
@@ -126,7 +120,7 @@ def main() -> None:
     generators = {case.model: peer_generators(args.root, case) for case in cases}
     rounds: list[Round] = []
     key = "sk-bench-" + secrets.token_hex(16)
-    with running_server(args.root, key) as url:
+    with running_server(args.root, key) as server:
         for number in range(1, args.rounds + 1):
             served: dict[str, list[BenchResult]] = {}
             peers: dict[str, list[PeerResult]] = {}
@@ -134,7 +128,7 @@ def main() -> None:
             # on both sides of a ratio alike; the idle server takes no CPU while the peers run.
             for case in cases:
                 config = BenchConfig(
-                    url, key, case.model, case.size, case.size, STEPS, 1, case.requests, (CONCURRENCY,), warmup=2
+                    server.url, key, case.model, case.size, case.size, STEPS, 1, case.requests, (CONCURRENCY,), warmup=2
                 )
                 print(f"round {number}: {case.model} {case.size}x{case.size}", file=sys.stderr)
                 others = dict(generators[case.model])
@@ -143,53 +137,6 @@ def main() -> None:
                 peers[case.model] = [loop, *measure_peers(others, case, max(2, case.requests // 4))]
             rounds.append(Round(served, peers))
     report(rounds, args.root / "results.json")
-
-
-@contextmanager
-def running_server(root: Path, key: str) -> Iterator[str]:
-    """`imagegen serve` on the bench repository, on free ports, with limits no benchmark reaches."""
-    state = root / "state"
-    state.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = os.environ | {
-        "IMAGEGEN_HOME": str(state),
-        "IMAGEGEN_API_KEY": key,
-        "PORT": str(port),
-        "IMAGEGEN_TRITON_HTTP_PORT": "0",
-        "IMAGEGEN_TRITON_METRICS_PORT": "0",
-        "IMAGEGEN_REQUESTS_PER_MINUTE": "100000",
-        "IMAGEGEN_CONCURRENT_GENERATIONS": "100",
-    }
-    command = [
-        str(Path(sys.executable).parent / "imagegen"),
-        "serve",
-        "--model-repository",
-        str(root / "model_repository"),
-    ]
-    with (state / "serve.log").open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until_ready(process, f"http://127.0.0.1:{port}", state / "serve.log")
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=120)
-
-
-def wait_until_ready(process: subprocess.Popen[bytes], root_url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"imagegen serve exited with {process.returncode}; see {log}")
-        try:
-            if httpx.get(f"{root_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"imagegen serve was not ready within {STARTUP_TIMEOUT_S:g} s; see {log}")
 
 
 def peer_generators(root: Path, case: Case) -> dict[str, Callable[[int], str]]:

@@ -92,6 +92,14 @@ def describe_checkpoint(checkpoint: Path, lora_rank: int = DEFAULT_RANK) -> Desc
     return Described(family, exporter, components, metadata)
 
 
+def export_tokenizers(described: Described, checkpoint: Path, name: str, repository: Path, version: int) -> None:
+    """The pipeline's tokenizer model: its config and, in its version folder, each text encoder's tokenizer."""
+    encoders: dict[str, int] = described.metadata["text_encoders"]
+    folder = write_shared_config(repository, tokenizer_model_config(name, encoders), version)
+    for encoder, tokenizer in described.family.tokenizer_folders.items():
+        export_tokenizer(checkpoint / tokenizer, encoders[encoder], folder / str(version) / encoder / "tokenizer.json")
+
+
 def export_checkpoint(
     checkpoint: Path | str,
     name: str,
@@ -141,9 +149,6 @@ def export_checkpoint(
         if plan is not None:
             build_plan(plan, onnx_path, folder / str(version) / PLAN_FILE)
     log.info("[%d/%d] exporting tokenizers", steps, steps)
-    encoders: dict[str, int] = metadata["text_encoders"]
-    folder = write_shared_config(repository, tokenizer_model_config(name, encoders), version)
-    for encoder, tokenizer in family.tokenizer_folders.items():
-        export_tokenizer(checkpoint / tokenizer, encoders[encoder], folder / str(version) / encoder / "tokenizer.json")
+    export_tokenizers(described, checkpoint, name, repository, version)
     log.info("exported %s to %s (version %d) in %.0f s", name, repository, version, time.perf_counter() - started)
     return reports

@@ -30,14 +30,17 @@ TRITON_TYPES = {
 
 
 def onnx_model_config(
-    pipeline: str, component: Component, parameters: Mapping[str, str] | None = None
+    pipeline: str, component: Component, parameters: Mapping[str, str] | None = None, backend: str = ONNX_BACKEND
 ) -> pb.ModelConfig:
+    """The component's model; `backend` another than ONNX Runtime serves the same contract from another
+    file (backends/simulated: a simulated GPU's costs)."""
     config = pb.ModelConfig(
         name=model_name(pipeline, component.name),
-        backend=ONNX_BACKEND,
+        backend=backend,
         max_batch_size=component.max_batch_size,
-        default_model_filename="model.onnx",
     )
+    if backend == ONNX_BACKEND:
+        config.default_model_filename = "model.onnx"
     _add_tensors(config.input, component.inputs)
     _add_tensors(config.output, component.outputs)
     if component.dynamic_batching:

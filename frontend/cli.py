@@ -38,10 +38,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     export = commands.add_parser("export", help="export a diffusers checkpoint folder into a Triton model repository")
-    export.add_argument(
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--checkpoint",
-        required=True,
         help="a diffusers folder, a Hugging Face Hub id (ORG/NAME[@REVISION]), or a single SDXL or FLUX.1 .safetensors",
+    )
+    source.add_argument(
+        "--simulate",
+        type=Path,
+        metavar="COSTS.json",
+        help="no weights: --family's published configs, served by a GPU simulated from this cost file "
+        "(benchmarks/h200_costs.json)",
+    )
+    export.add_argument("--family", choices=("flux-schnell", "flux-dev", "sdxl"), help="with --simulate")
+    export.add_argument(
+        "--timing", choices=("graph", "eager"), default="graph", help="with --simulate: the cost file's figures"
     )
     export.add_argument(
         "--config",
@@ -117,6 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from export.tiny import build_tiny_checkpoint
 
             build_tiny_checkpoint(args.family, args.out, args.seed, args.preset)
+        elif args.command == "export" and args.simulate:
+            from export.simulate import export_simulated
+
+            if args.family is None:
+                raise ValueError("--simulate needs --family")
+            rank = {} if args.lora_rank is None else {"lora_rank": args.lora_rank}
+            export_simulated(args.simulate, args.family, args.name, args.repository, args.version, args.timing, **rank)
         elif args.command == "export":
             from export.checkpoint import export_checkpoint
 
