@@ -7,10 +7,12 @@ client: it names internal models, addresses and files. Clients get a generic mes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
@@ -21,6 +23,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from frontend.errors import InferenceFailed, InferenceUnavailable
 from frontend.request_context import current_request_id
+from frontend.shared_memory import NoRoom, Region
 
 if TYPE_CHECKING:  # the ledger's clock, which the client only runs: the client stays below the ledger
     from frontend.accounting import InferenceClock
@@ -42,6 +45,31 @@ NOT_AVAILABLE = "The model is not available on the inference server right now; r
 FAILED = "The inference server failed to process the request."
 UNLISTED = "The inference server did not list its models; retry later."
 """What clients are told instead of Triton's own words (those go to the log)."""
+UNREGISTER_RETRY_S = 0.05
+"""How soon to ask again for a region Triton still reads (a step of a request whose client left)."""
+
+
+@dataclass(frozen=True)
+class ConstantInputs:
+    """A request's inputs that hold for every call it makes to a model (a denoiser's conditioning),
+    prepared once: named in a shared-memory region Triton has mapped, or serialised once and sent
+    with each call."""
+
+    tensors: tuple[InferInput, ...]
+    region: str | None = None
+    """The shared-memory region they lie in; None: sent over HTTP."""
+
+
+@dataclass
+class SharedMemory:
+    """A client's use of system shared memory, shared by its pinned copies (`at_version`)."""
+
+    enabled: bool
+    """Told that Triton shares this host's /dev/shm, and Triton has not refused a region."""
+    regions: set[Region] = field(default_factory=set)
+    """Those of requests under way."""
+    releasing: set[asyncio.Task[None]] = field(default_factory=set)
+    """Unregistrations Triton has not answered yet."""
 
 
 class TritonClient:
@@ -51,13 +79,17 @@ class TritonClient:
     instead of holding them; a dead one fails them at once (the connection drops or is refused).
     aiohttp drops a dead Triton's connections and opens new ones, so a restarted Triton is used
     again without a new client.
+
+    `shared_memory`: Triton runs on this host and maps its /dev/shm (the embedded one), so a request's
+    constant inputs go to it once, in a region of system shared memory (`constant_inputs`).
     """
 
-    def __init__(self, url: str, timeout: float = 60.0, secret: str | None = None) -> None:
+    def __init__(self, url: str, timeout: float = 60.0, secret: str | None = None, shared_memory: bool = False) -> None:
         self.url = url
         self.timeout = timeout
         self._client = InferenceServerClient(url, conn_timeout=timeout)
         self._headers = {**IDENTITY, SECRET_HEADER: secret} if secret else IDENTITY
+        self._shared_memory = SharedMemory(enabled=shared_memory)
         self.model_version = ""
         """The version every `infer` names; "" lets Triton choose. See `at_version`."""
 
@@ -69,16 +101,98 @@ class TritonClient:
         return pinned
 
     async def close(self) -> None:
+        """Regions still held are released (Triton is asked to let go of them for a moment), then the
+        connections closed."""
+        for region in list(self._shared_memory.regions):
+            self._release(region)
+        releasing = self._shared_memory.releasing
+        if releasing:
+            _, unanswered = await asyncio.wait(releasing, timeout=PROBE_TIMEOUT_S)
+            for task in unanswered:
+                task.cancel()
         await self._client.close()
 
+    @contextlib.asynccontextmanager
+    async def constant_inputs(self, inputs: Mapping[str, npt.NDArray[Any]]) -> AsyncIterator[ConstantInputs]:
+        """`inputs` prepared once for every `infer` of the block that names them: written to a region
+        of system shared memory and registered with Triton where this client may (see the class), else
+        serialised once to be sent with each call. The region is released when the block ends, however
+        it ends: done, failed, or cancelled (a client that left)."""
+        if not self._shared_memory.enabled:
+            yield ConstantInputs(tuple(_tensor(name, array) for name, array in inputs.items()))
+            return
+        try:
+            region = Region(inputs)
+        except NoRoom as exc:
+            log.warning("constant inputs sent over HTTP: %s", exc)
+            yield ConstantInputs(tuple(_tensor(name, array) for name, array in inputs.items()))
+            return
+        self._shared_memory.regions.add(region)
+        try:
+            if await self._register(region):
+                placed = []
+                for name, place in region.placements.items():
+                    tensor = InferInput(name, list(place.shape), place.datatype)
+                    placed.append(tensor.set_shared_memory(region.name, place.byte_size, place.offset))
+                yield ConstantInputs(tuple(placed), region.name)
+            else:
+                yield ConstantInputs(tuple(_tensor(name, array) for name, array in inputs.items()))
+        finally:
+            self._release(region)
+
+    async def _register(self, region: Region) -> bool:
+        """Whether Triton mapped `region`; one that refuses (it cannot open this host's /dev/shm, or
+        refuses the secret) gets every request's constant inputs over HTTP from then on."""
+        try:
+            await self._call(
+                self._client.register_system_shared_memory(
+                    region.name, region.key, region.byte_size, headers=self._headers
+                )
+            )
+        except InferenceServerException as exc:
+            _logged(f"shared memory region {region.name}", exc)
+            log.warning("Triton at %s refused a shared memory region: constant inputs go over HTTP", self.url)
+            self._shared_memory.enabled = False
+            return False
+        return True
+
+    def _release(self, region: Region) -> None:
+        """Unmap and unlink `region` here at once, and have Triton unregister it in the background."""
+        region.destroy()
+        self._shared_memory.regions.discard(region)
+        task = asyncio.get_running_loop().create_task(self._unregister(region.name))
+        self._shared_memory.releasing.add(task)
+        task.add_done_callback(self._shared_memory.releasing.discard)
+
+    async def _unregister(self, name: str) -> None:
+        """Ask until Triton lets go: it refuses while a call that reads the region still runs there
+        (Triton 2.50+ counts them), e.g. the step of a request whose client left. A Triton that is gone
+        (killed, restarting) took its regions with it; one stalled past the call timeout keeps it."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            try:
+                await self._call(self._client.unregister_system_shared_memory(name, headers=self._headers))
+                return
+            except InferenceUnavailable:
+                return
+            except InferenceServerException as exc:
+                if "in use" not in (exc.message() or "") or asyncio.get_running_loop().time() > deadline:
+                    _logged(f"unregistering shared memory region {name}", exc)
+                    return
+            await asyncio.sleep(UNREGISTER_RETRY_S)
+
     async def infer(
-        self, model: str, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str], clock: InferenceClock
+        self,
+        model: str,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        outputs: Sequence[str],
+        clock: InferenceClock,
+        constants: ConstantInputs | None = None,
     ) -> dict[str, npt.NDArray[Any]]:
-        request = []
-        for name, array in inputs.items():
-            tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array, binary_data=True)
-            request.append(tensor)
+        """`outputs` of one call of `model`, with `inputs` and the `constants` prepared for the request."""
+        request = [_tensor(name, array) for name, array in inputs.items()]
+        if constants is not None:
+            request += constants.tensors
         wanted = [InferRequestedOutput(name, binary_data=True) for name in outputs]
         try:
             with clock.waiting():
@@ -162,6 +276,12 @@ class TritonClient:
             raise InferenceUnavailable(UNREACHABLE) from None
 
 
+def _tensor(name: str, array: npt.NDArray[Any]) -> InferInput:
+    """`array` as a binary input of the request body."""
+    tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    return tensor.set_data_from_numpy(array, binary_data=True)
+
+
 def _logged(subject: str, exc: InferenceServerException) -> str:
     """Triton's answer, written to the log in full (the client's error stays generic)."""
     message = exc.message() or str(exc)
@@ -176,6 +296,7 @@ def _unlisted(exc: InferenceServerException) -> InferenceUnavailable:
 
 def _as_api_error(model: str, exc: InferenceServerException) -> InferenceFailed | InferenceUnavailable:
     message = _logged(model, exc)
-    if "unknown model" in message.lower() or "is not ready" in message:
+    # A shared memory region it no longer knows: a Triton restarted under the request.
+    if "unknown model" in message.lower() or "is not ready" in message or "shared memory region" in message:
         return InferenceUnavailable(NOT_AVAILABLE)
     return InferenceFailed(FAILED)

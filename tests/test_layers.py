@@ -22,6 +22,7 @@ SERVICES = (
     "frontend.admission",
     "frontend.adapters",
     "frontend.catalog",
+    "frontend.jobs",
     "frontend.progress",
     "frontend.rate_limits",
     "frontend.rollout",
@@ -112,8 +113,8 @@ def test_the_pipelines_import_no_http_and_no_service() -> None:
     assert violations(("frontend.pipelines",), forbidden) == []
 
 
-def test_the_triton_client_imports_only_the_errors_and_the_request_context() -> None:
-    allowed = ("frontend.errors", "frontend.request_context")
+def test_the_triton_client_imports_only_the_errors_the_request_context_and_shared_memory() -> None:
+    allowed = ("frontend.errors", "frontend.request_context", "frontend.shared_memory")
     found = [line for line in violations(("frontend.triton",), ("frontend",)) if not within(line.split()[-1], allowed)]
     assert found == []
 
