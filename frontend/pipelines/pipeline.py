@@ -237,16 +237,19 @@ class DiffusionPipeline(ABC):
         n = len(latents)
         scale = self.guidance_scale(job)
         copies = self.passes(job)
-        inputs = await self.conditioning(job, embeddings.repeat(n), clock)
-        inputs.update(denoiser_inputs(self.lora, job.lora, copies * n))
-        for index in range(start, len(timesteps)):
-            rows = np.concatenate([latents] * copies)
-            inputs.update(self.step_inputs(rows, sigmas[index], timesteps[index]))
-            outputs = await self.triton.infer(self._model(self.family.denoiser.name), inputs, ["noise_pred"], clock)
-            noise_pred = self.noise_prediction(outputs, rows)
-            if scale is not None:
-                unconditional, conditional = noise_pred[:n], noise_pred[n:]
-                noise_pred = unconditional + np.float32(scale) * (conditional - unconditional)
-            latents = self.scheduler.step(latents, noise_pred, sigmas[index], sigmas[index + 1])
-            progress.stepped(index + 1, len(timesteps))
+        conditioning = await self.conditioning(job, embeddings.repeat(n), clock)
+        conditioning.update(denoiser_inputs(self.lora, job.lora, copies * n))
+        denoiser = self._model(self.family.denoiser.name)
+        # Sent to Triton once, not at every step (through shared memory where Triton is on this host).
+        async with self.triton.constant_inputs(conditioning) as constants:
+            for index in range(start, len(timesteps)):
+                rows = np.concatenate([latents] * copies)
+                inputs = self.step_inputs(rows, sigmas[index], timesteps[index])
+                outputs = await self.triton.infer(denoiser, inputs, ["noise_pred"], clock, constants)
+                noise_pred = self.noise_prediction(outputs, rows)
+                if scale is not None:
+                    unconditional, conditional = noise_pred[:n], noise_pred[n:]
+                    noise_pred = unconditional + np.float32(scale) * (conditional - unconditional)
+                latents = self.scheduler.step(latents, noise_pred, sigmas[index], sigmas[index + 1])
+                progress.stepped(index + 1, len(timesteps))
         return latents
