@@ -63,6 +63,12 @@ class Settings:
     webhook_allowed_hosts: tuple[str, ...] = ()
     """Host names (or addresses) a job's `webhook_url` may name: the server calls them on a user's
     behalf (frontend/webhooks.py). Empty: webhooks are refused."""
+    webhook_attempts: int = 8
+    """Attempts at one webhook delivery before it is recorded failed, the first included."""
+    webhook_retry_seconds: float = 30.0
+    """Delay before a webhook's first retry; each further one doubles it (8 attempts: about an hour)."""
+    webhook_timeout: float = 10.0
+    """Seconds one webhook attempt may take, from connecting to the receiver's answer."""
     session_ttl_seconds: int = 24 * 3600
     requests_per_minute: int = 60
     concurrent_generations: int = 4
@@ -134,6 +140,9 @@ class Settings:
             session_secret=env.get("IMAGEGEN_SESSION_SECRET") or None,
             secrets_key=env.get("IMAGEGEN_SECRETS_KEY") or None,
             webhook_allowed_hosts=_names(env.get("IMAGEGEN_WEBHOOK_ALLOWED_HOSTS", "")),
+            webhook_attempts=int(env.get("IMAGEGEN_WEBHOOK_ATTEMPTS", cls.webhook_attempts)),
+            webhook_retry_seconds=float(env.get("IMAGEGEN_WEBHOOK_RETRY_SECONDS", cls.webhook_retry_seconds)),
+            webhook_timeout=float(env.get("IMAGEGEN_WEBHOOK_TIMEOUT", cls.webhook_timeout)),
             session_ttl_seconds=int(env.get("IMAGEGEN_SESSION_TTL", cls.session_ttl_seconds)),
             requests_per_minute=int(env.get("IMAGEGEN_REQUESTS_PER_MINUTE", cls.requests_per_minute)),
             concurrent_generations=int(env.get("IMAGEGEN_CONCURRENT_GENERATIONS", cls.concurrent_generations)),
