@@ -39,7 +39,7 @@ import httpx
 
 from benchmarks.serving import Serving, free_port, running_server
 from export.simulate import SIMULATION_FILE, export_simulated
-from frontend.bench import PROMPT
+from frontend.bench import PROMPT, server_timing
 
 COSTS = Path(__file__).resolve().parent / "h200_costs.json"
 SIZE = "1024x1024"
@@ -49,6 +49,10 @@ CONCURRENCY = 8
 WARMUP = 2
 Executions = dict[str, dict[int, int]]
 """Triton model -> batch size -> how many executions of that size it ran."""
+PROCESSES = ("frontend", "triton", "stubs")
+"""Whose CPU: `imagegen serve`, the embedded tritonserver, the Python backend stubs (one per model)."""
+TIMINGS = ("generate", "inference", "encode")
+"""The Server-Timing entries a request's time is split into (frontend/api/images.py)."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,12 @@ class Phase:
 
     concurrency: int
     latencies_s: list[float]
+    timings: list[dict[str, float]]
+    """Each response's Server-Timing entries, in milliseconds."""
     seconds: float
     executions: Executions
-    cpu_s: float
+    cpu_s: dict[str, float]
+    """By PROCESSES."""
 
     @property
     def images_per_second(self) -> float:
@@ -78,6 +85,8 @@ class Measured:
     """The GPU time of what Triton ran one request at a time, by the cost file."""
     ideal_s: float
     """The GPU time of what it ran at concurrency 8, every sample at its cheapest batch."""
+    denoiser: str
+    """Its denoiser's Triton model."""
 
     @property
     def latency_overhead(self) -> float:
@@ -87,8 +96,8 @@ class Measured:
     def throughput_efficiency(self) -> float:
         return self.ideal_s / self.loaded.seconds
 
-    def cpu_ms_per_step(self, phase: Phase) -> float:
-        return phase.cpu_s * 1000 / (len(phase.latencies_s) * self.steps)
+    def cpu_ms_per_step(self, phase: Phase, processes: tuple[str, ...] = PROCESSES) -> float:
+        return sum(phase.cpu_s[name] for name in processes) * 1000 / (len(phase.latencies_s) * self.steps)
 
 
 def main() -> None:
@@ -119,25 +128,29 @@ def main() -> None:
     with running_server(args.root, key, {"IMAGEGEN_TRITON_HTTP_PORT": str(triton_port)}) as server:
         triton = f"http://127.0.0.1:{triton_port}"
         for model in models:
-            steps = args.steps or STEPS[model]
-            print(
-                f"{model}: {args.single} requests one at a time, {args.requests} at {args.concurrency}", file=sys.stderr
-            )
-            asyncio.run(requests(server.url, key, model, steps, WARMUP, WARMUP))
-            single = measure(server, triton, key, model, steps, args.single, 1)
-            loaded = measure(server, triton, key, model, steps, args.requests, args.concurrency)
-            tables = cost_tables(repository)
-            per_call = samples_per_call(single.executions)
-            limits = {name: min(len(tables[name]), args.concurrency * per_call.get(name, 1)) for name in tables}
-            ideal = sum(
-                sum(batch * count for batch, count in by_batch.items()) * best_ms_per_sample(tables[name], limits[name])
-                for name, by_batch in loaded.executions.items()
-                if name in tables
-            )
-            results.append(
-                Measured(model, steps, single, loaded, simulated_ms(single.executions, tables) / 1000, ideal / 1000)
-            )
+            print(f"{model}: {args.single} one at a time, {args.requests} at {args.concurrency}", file=sys.stderr)
+            results.append(measure_model(server, triton, key, repository, model, args))
     report(results, args, args.root / "results.json")
+
+
+def measure_model(
+    server: Serving, triton: str, key: str, repository: Path, model: str, args: argparse.Namespace
+) -> Measured:
+    """Warm up, then `model`'s two phases, priced by its repository's cost tables."""
+    steps = args.steps or STEPS[model]
+    asyncio.run(requests(server.url, key, model, steps, WARMUP, WARMUP))
+    single = measure(server, triton, key, model, steps, args.single, 1)
+    loaded = measure(server, triton, key, model, steps, args.requests, args.concurrency)
+    tables = cost_tables(repository)
+    per_call = samples_per_call(single.executions)
+    limits = {name: min(len(tables[name]), args.concurrency * per_call.get(name, 1)) for name in tables}
+    ideal_ms = sum(
+        sum(batch * count for batch, count in by_batch.items()) * best_ms_per_sample(tables[name], limits[name])
+        for name, by_batch in loaded.executions.items()
+        if name in tables
+    )
+    simulated_ms = priced_ms(single.executions, tables)
+    return Measured(model, steps, single, loaded, simulated_ms / 1000, ideal_ms / 1000, denoiser(repository, model))
 
 
 def measure(server: Serving, triton: str, key: str, model: str, steps: int, count: int, concurrency: int) -> Phase:
@@ -145,19 +158,24 @@ def measure(server: Serving, triton: str, key: str, model: str, steps: int, coun
     the server's CPU clock."""
     executions, cpu = triton_executions(triton), cpu_seconds(server.process.pid)
     started = time.perf_counter()
-    latencies = asyncio.run(requests(server.url, key, model, steps, count, concurrency))
+    answered = asyncio.run(requests(server.url, key, model, steps, count, concurrency))
     seconds = time.perf_counter() - started
-    ran = triton_executions(triton)
+    ran, cpu_after = triton_executions(triton), cpu_seconds(server.process.pid)
     difference = {
         name: {batch: n - executions.get(name, {}).get(batch, 0) for batch, n in by_batch.items()}
         for name, by_batch in ran.items()
     }
-    return Phase(concurrency, latencies, seconds, difference, cpu_seconds(server.process.pid) - cpu)
+    latencies, timings = [latency for latency, _ in answered], [timing for _, timing in answered]
+    used = {name: cpu_after[name] - cpu[name] for name in PROCESSES}
+    return Phase(concurrency, latencies, timings, seconds, difference, used)
 
 
-async def requests(url: str, key: str, model: str, steps: int, count: int, concurrency: int) -> list[float]:
-    """Each request's latency in seconds; a prompt of its own, so none is answered from the prompt cache."""
-    latencies: list[float] = []
+async def requests(
+    url: str, key: str, model: str, steps: int, count: int, concurrency: int
+) -> list[tuple[float, dict[str, float]]]:
+    """Each request's latency in seconds and Server-Timing; a prompt of its own, so none is answered
+    from the prompt cache."""
+    answered: list[tuple[float, dict[str, float]]] = []
     pending = iter(range(count))
     headers = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=concurrency)
@@ -169,10 +187,10 @@ async def requests(url: str, key: str, model: str, steps: int, count: int, concu
                 started = time.perf_counter()
                 response = await client.post("/images/generations", json=body | {"steps": steps, "seed": number})
                 response.raise_for_status()
-                latencies.append(time.perf_counter() - started)
+                answered.append((time.perf_counter() - started, server_timing(response.headers["server-timing"])))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies
+    return answered
 
 
 def triton_executions(triton: str) -> Executions:
@@ -195,7 +213,16 @@ def cost_tables(repository: Path) -> dict[str, list[float]]:
     }
 
 
-def simulated_ms(executions: Executions, tables: dict[str, list[float]]) -> float:
+def denoiser(repository: Path, model: str) -> str:
+    (found,) = (
+        path.parent.parent.name
+        for path in repository.glob(f"{model}_*/*/{SIMULATION_FILE}")
+        if json.loads(path.read_text())["role"] == "denoiser"
+    )
+    return found
+
+
+def priced_ms(executions: Executions, tables: dict[str, list[float]]) -> float:
     return sum(
         tables[name][batch - 1] * count
         for name, by_batch in executions.items()
@@ -218,17 +245,19 @@ def best_ms_per_sample(table: list[float], max_batch: int) -> float:
     return min(table[batch - 1] / batch for batch in range(1, max_batch + 1))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of `pid` and every process below it, from /proc."""
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """User and system CPU of `pid` (the frontend) and every process below it, by PROCESSES, from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    used = dict.fromkeys(PROCESSES, 0.0)
     for process in (pid, *descendants(pid)):
         try:
             fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+            program = Path(f"/proc/{process}/cmdline").read_bytes().split(b"\0")[0]
         except (FileNotFoundError, ProcessLookupError):  # ended since it was listed
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
-    return total / ticks
+        kind = "frontend" if process == pid else "triton" if program.endswith(b"tritonserver") else "stubs"
+        used[kind] += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime: fields 14 and 15 of proc(5)
+    return used
 
 
 def descendants(pid: int) -> Iterator[int]:
@@ -246,7 +275,11 @@ def report(results: list[Measured], args: argparse.Namespace, path: Path) -> Non
     """The table, the JSON beside it, and the last line: the worse model's figure of each."""
     rows = [
         f"{'model':<13} {'steps':>5} {'conc':>4} {'reqs':>4} {'img/s':>6} {'ideal':>6} {'p50 ms':>8} "
-        f"{'sim ms':>8} {'A':>6} {'B':>6} {'cpu ms/step':>11}"
+        f"{'sim ms':>7} {'A':>6} {'B':>6} {'cpu ms/step':>11} {'front/triton/stubs':>18}"
+    ]
+    split = [
+        f"{'model':<13} {'conc':>4} {'p50 ms':>8} {'generate':>8} {'Triton calls':>12} {'sim GPU':>8} "
+        f"{'encode':>7} {'denoiser batch':>14}"
     ]
     for result in results:
         for phase in (result.single, result.loaded):
@@ -256,10 +289,20 @@ def report(results: list[Measured], args: argparse.Namespace, path: Path) -> Non
             else:  # B's side: the ideal images/s, and B
                 ideal, sim_ms = f"{len(phase.latencies_s) / result.ideal_s:.3f}", "-"
                 a, b = "-", f"{result.throughput_efficiency:.3f}"
+            by_process = "/".join(f"{result.cpu_ms_per_step(phase, (name,)):.1f}" for name in PROCESSES)
             rows.append(
                 f"{result.model:<13} {result.steps:>5} {phase.concurrency:>4} {len(phase.latencies_s):>4} "
                 f"{phase.images_per_second:>6.3f} {ideal:>6} {statistics.median(phase.latencies_s) * 1000:>8.1f} "
-                f"{sim_ms:>8} {a:>6} {b:>6} {result.cpu_ms_per_step(phase):>11.2f}"
+                f"{sim_ms:>7} {a:>6} {b:>6} {result.cpu_ms_per_step(phase):>11.2f} {by_process:>18}"
+            )
+            generate, inference, encode = (
+                statistics.median(t.get(name, 0.0) for t in phase.timings) for name in TIMINGS
+            )
+            by_batch = phase.executions.get(result.denoiser, {})
+            batch = sum(size * count for size, count in by_batch.items()) / max(1, sum(by_batch.values()))
+            split.append(
+                f"{result.model:<13} {phase.concurrency:>4} {statistics.median(phase.latencies_s) * 1000:>8.1f} "
+                f"{generate:>8.1f} {inference:>12.1f} {sim_ms:>8} {encode:>7.1f} {batch:>14.2f}"
             )
     figures = {
         "sim_latency_overhead": max(result.latency_overhead for result in results),
@@ -281,7 +324,9 @@ def report(results: list[Measured], args: argparse.Namespace, path: Path) -> Non
         "figures": figures,
     }
     path.write_text(json.dumps(document, indent=2))
-    print("\n".join(["", f"simulated H200 ({args.timing} figures of {args.costs}), {SIZE}", *rows, ""]))
+    title = f"simulated H200 ({args.timing} figures of {args.costs}), {SIZE}; CPU from /proc, ms a request-step"
+    where = "where a request's time goes, p50 ms (Server-Timing; Triton calls: their time at the frontend)"
+    print("\n".join(["", title, *rows, "", where, *split, ""]))
     print(
         f"sim_latency_overhead={figures['sim_latency_overhead']:.3f} "
         f"sim_throughput_efficiency={figures['sim_throughput_efficiency']:.3f} "
