@@ -96,6 +96,7 @@ class Usage:
     clock: InferenceClock = field(default_factory=InferenceClock)
     work: Work | None = None  # None until the request is validated
     cost: Cost | None = None  # None until charged
+    batch: bool = False  # a `:batch` job's: its plan's batch discount applies
 
     def measured(self, seconds: float) -> None:
         self.clock.seconds += seconds
@@ -149,9 +150,11 @@ class Ledger:
         work = usage.work
         if work is None:
             raise RuntimeError("a request is charged only once its work is known")
-        price = await self.store.plans.price(usage.principal.plan.name, work.model)
+        plan = usage.principal.plan
+        price = await self.store.plans.price(plan.name, work.model)
+        discount = plan.batch_discount if usage.batch else 0.0
         usage.cost = Cost(
             energy_kwh(usage.clock.seconds, self.device_watts),
-            credits(price, work.n, work.width, work.height, work.steps),
+            round(credits(price, work.n, work.width, work.height, work.steps) * (1 - discount), 6),
         )
         return usage.cost

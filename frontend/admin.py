@@ -42,6 +42,7 @@ def add_commands(commands: Any) -> None:
     plan.add_argument("--benefits", default="", help=f"comma-separated, of: {', '.join(sorted(BENEFITS))}")
     plan.add_argument("--requests-per-minute", type=int)
     plan.add_argument("--concurrent-generations", type=int)
+    plan.add_argument("--batch-discount", type=float, default=0.0, help="fraction off `:batch` jobs' credits (0 to 1)")
     price = plans.add_parser("price", help="credits per image: PER_IMAGE + PER_MEGAPIXEL_STEP * megapixels * steps")
     price.add_argument("name")
     price.add_argument("--model", default="*", help="a pipeline name; * (the default) for every other model")
@@ -105,15 +106,19 @@ async def plans_list(store: Store, args: argparse.Namespace) -> None:
                 ",".join(sorted(plan.benefits)),
                 _limit(plan.requests_per_minute),
                 _limit(plan.concurrent_generations),
+                f"{plan.batch_discount:g}",
                 " ".join(f"{model}={p.per_image:g}+{p.per_megapixel_step:g}/MP-step" for model, p in prices.items()),
             ]
         )
-    print_table(["PLAN", "BENEFITS", "REQUESTS/MIN", "CONCURRENT", "CREDITS PER IMAGE"], rows)
+    print_table(["PLAN", "BENEFITS", "REQUESTS/MIN", "CONCURRENT", "BATCH DISCOUNT", "CREDITS PER IMAGE"], rows)
 
 
 async def plans_create(store: Store, args: argparse.Namespace) -> None:
     benefits = parse_names(args.benefits, BENEFITS, "benefits")
-    await store.plans.add(Plan(args.name, benefits, args.requests_per_minute, args.concurrent_generations))
+    if not 0.0 <= args.batch_discount <= 1.0:
+        raise ValueError("--batch-discount is a fraction from 0 to 1")
+    plan = Plan(args.name, benefits, args.requests_per_minute, args.concurrent_generations, args.batch_discount)
+    await store.plans.add(plan)
     print(f"Created plan {args.name}.")
 
 

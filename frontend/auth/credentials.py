@@ -59,6 +59,17 @@ class Authenticator:
         account = (await self.session(request)).account
         return Principal(account.id, account.scopes, await self.store.plans.named(account.plan))
 
+    async def principal(self, principal_id: str) -> Principal | None:
+        """The key or account `principal_id` as it stands now, for work done after its request (a
+        job): None once the key is revoked or the account disabled."""
+        key = await self.store.keys.active_by_id(principal_id)
+        if key is not None:
+            return Principal(key.id, key.scopes, await self.store.plans.named(key.plan))
+        account = await self.store.accounts.by_id(principal_id)
+        if account is None or account.disabled_at is not None:
+            return None
+        return Principal(account.id, account.scopes, await self.store.plans.named(account.plan))
+
     async def session(self, request: Request) -> Session:
         """The request's browser session; a request that may change something must carry its CSRF token."""
         cookie = request.cookies.get(SESSION_COOKIE)

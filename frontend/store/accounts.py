@@ -47,6 +47,11 @@ class Accounts(Repository):
         rows = await self._transact(lambda tx: tx.fetchall(sql, (username,)))
         return account_from_row(rows[0]) if rows else None
 
+    async def by_id(self, account_id: str) -> Account | None:
+        sql = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
+        rows = await self._transact(lambda tx: tx.fetchall(sql, (account_id,)))
+        return account_from_row(rows[0]) if rows else None
+
     async def all(self) -> list[Account]:
         sql = f"SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY username"
         return [account_from_row(row) for row in await self._transact(lambda tx: tx.fetchall(sql))]

@@ -21,6 +21,10 @@ T = TypeVar("T")
 class Database(ABC):
     """A dialect: transactions and the connection's lifetime."""
 
+    skip_locked = ""
+    """Ends a SELECT whose rows the transaction then claims (store/jobs.py): PostgreSQL's
+    ` FOR UPDATE SKIP LOCKED`; nothing on SQLite, whose write lock covers the whole transaction."""
+
     @abstractmethod
     async def transact(self, work: Callable[[Transaction], T]) -> T:
         """Run `work` in one transaction, committing unless it raises. SQLite holds its write lock

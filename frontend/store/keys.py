@@ -51,6 +51,11 @@ class Keys(Repository):
         sql = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE prefix = ? AND revoked_at IS NULL"
         return [_key(row) for row in await self._transact(lambda tx: tx.fetchall(sql, (prefix,)))]
 
+    async def active_by_id(self, key_id: str) -> ApiKey | None:
+        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ? AND revoked_at IS NULL"
+        rows = await self._transact(lambda tx: tx.fetchall(sql, (key_id,)))
+        return _key(rows[0]) if rows else None
+
     async def all(self) -> list[ApiKey]:
         sql = f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
         return [_key(row) for row in await self._transact(lambda tx: tx.fetchall(sql))]

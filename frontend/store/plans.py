@@ -15,6 +15,8 @@ class Plan:
     requests_per_minute: int | None = None
     """None: the server's default (settings)."""
     concurrent_generations: int | None = None
+    batch_discount: float = 0.0
+    """The fraction taken off the credits of `:batch` jobs (0.5: half price)."""
 
 
 @dataclass(frozen=True)
@@ -25,13 +27,19 @@ class Price:
     per_megapixel_step: float
 
 
-_PLAN_COLUMNS = "name, benefits, requests_per_minute, concurrent_generations"
+_PLAN_COLUMNS = "name, benefits, requests_per_minute, concurrent_generations, batch_discount"
 
 
 class Plans(Repository):
     async def add(self, plan: Plan) -> None:
-        sql = f"INSERT INTO plans ({_PLAN_COLUMNS}) VALUES (?, ?, ?, ?)"
-        params = (plan.name, words(plan.benefits), plan.requests_per_minute, plan.concurrent_generations)
+        sql = f"INSERT INTO plans ({_PLAN_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+        params = (
+            plan.name,
+            words(plan.benefits),
+            plan.requests_per_minute,
+            plan.concurrent_generations,
+            plan.batch_discount,
+        )
         await self._transact(lambda tx: tx.execute(sql, params))
 
     async def named(self, name: str) -> Plan:
@@ -67,5 +75,5 @@ class Plans(Repository):
 
 
 def _plan(row: tuple[Any, ...]) -> Plan:
-    name, benefits, requests_per_minute, concurrent_generations = row
-    return Plan(name, frozenset(benefits.split()), requests_per_minute, concurrent_generations)
+    name, benefits, requests_per_minute, concurrent_generations, batch_discount = row
+    return Plan(name, frozenset(benefits.split()), requests_per_minute, concurrent_generations, batch_discount)

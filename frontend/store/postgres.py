@@ -44,6 +44,8 @@ class PostgresDatabase(Database):
     """Transactions run at READ COMMITTED on pooled connections, concurrently: where a read decides a
     write (migrations, rate limits) the transaction takes a lock first, as limits.py documents."""
 
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
     def __init__(self, url: str) -> None:
         self._workers = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="postgres-store")
         self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True, name="store")

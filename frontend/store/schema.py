@@ -142,6 +142,70 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "INSERT INTO store_chores (name, done_at) VALUES ('forget_admissions', 0)",
     ),
+    # Asynchronous jobs (issue 21, frontend/jobs.py): the queue every frontend's workers claim from, a
+    # claimed job's lease, its sealed request and result; a plan's discount on `:batch` jobs.
+    (
+        """CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            principal TEXT NOT NULL,
+            model TEXT NOT NULL,
+            pipeline TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            started_at DOUBLE PRECISION,
+            ended_at DOUBLE PRECISION,
+            attempts INTEGER NOT NULL,
+            claim TEXT,
+            lease_until DOUBLE PRECISION,
+            cancel_requested INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            steps INTEGER NOT NULL,
+            request TEXT,
+            result TEXT,
+            result_expires_at DOUBLE PRECISION,
+            error TEXT
+        )""",
+        "CREATE INDEX jobs_queue ON jobs (status, priority, created_at)",
+        "CREATE INDEX jobs_principal ON jobs (principal, id)",
+        "ALTER TABLE plans ADD COLUMN batch_discount DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "INSERT INTO store_chores (name, done_at) VALUES ('sweep_jobs', 0)",
+    ),
+    # Webhooks (issue 21, frontend/webhooks.py): each key's or account's signing secret, sealed; each
+    # delivery (its sealed target and body until it ends, a lease while a frontend sends it) and
+    # every attempt at it.
+    (
+        """CREATE TABLE webhook_secrets (
+            principal TEXT PRIMARY KEY,
+            secret TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE webhook_deliveries (
+            id TEXT PRIMARY KEY,
+            principal TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            host TEXT NOT NULL,
+            message TEXT,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            due_at DOUBLE PRECISION,
+            claim TEXT,
+            ended_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, due_at)",
+        "CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id)",
+        """CREATE TABLE webhook_attempts (
+            delivery_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            duration_ms DOUBLE PRECISION NOT NULL,
+            response_status INTEGER,
+            error TEXT,
+            PRIMARY KEY (delivery_id, attempt)
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -57,3 +57,54 @@ def test_a_waiter_that_gives_up_leaves_neither_its_place_nor_a_slot_behind() -> 
         assert started == ["a"] and gate.load() == {"m": {"running": 0, "queued": 0}}
 
     asyncio.run(scenario())
+
+
+async def settle() -> None:
+    """Until the tasks woken have run: the one ending hands its slot on, the one granted starts."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def hold_background(gate: Admission, key: str, started: list[str], release: asyncio.Event) -> None:
+    async with gate.slot("m", key, background=True):
+        started.append(key)
+        await release.wait()
+
+
+def test_a_job_takes_a_slot_only_once_no_interactive_request_waits() -> None:
+    async def scenario() -> None:
+        gate, started = admission(), []
+        first_ends, second_ends, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        tasks = [
+            asyncio.create_task(hold(gate, "a", started, first_ends)),
+            asyncio.create_task(hold(gate, "b", started, second_ends)),
+            asyncio.create_task(hold_background(gate, "job", started, never)),
+            asyncio.create_task(hold(gate, "c", started, never)),
+        ]
+        await asyncio.sleep(0)
+        assert started == ["a", "b"] and not gate.has_room("m")
+        first_ends.set()
+        await settle()
+        assert started == ["a", "b", "c"]  # the request that came after the job passes it
+        second_ends.set()
+        await settle()
+        assert started == ["a", "b", "c", "job"] and gate.load() == {"m": {"running": 2, "queued": 0}}
+        for task in tasks:
+            await cancelled(task)
+        assert gate.has_room("m") and gate.load() == {"m": {"running": 0, "queued": 0}}
+
+    asyncio.run(scenario())
+
+
+def test_jobs_take_no_place_in_the_queue_of_interactive_requests() -> None:
+    async def scenario() -> None:
+        gate, started, never = admission(), [], asyncio.Event()
+        jobs = [asyncio.create_task(hold_background(gate, f"job{i}", started, never)) for i in range(6)]
+        requests = [asyncio.create_task(hold(gate, key, started, never)) for key in ("a", "b", "c", "d")]
+        await asyncio.sleep(0)
+        # Four requests admitted (the bound: two running and two waiting) although jobs hold the slots.
+        assert started == ["job0", "job1"] and gate.load() == {"m": {"running": 2, "queued": 4}}
+        for task in [*jobs, *requests]:
+            await cancelled(task)
+
+    asyncio.run(scenario())
