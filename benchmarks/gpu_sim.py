@@ -125,7 +125,14 @@ def main() -> None:
     triton_port = free_port()
     key = "sk-bench-" + secrets.token_hex(16)
     results = []
-    with running_server(args.root, key, {"IMAGEGEN_TRITON_HTTP_PORT": str(triton_port)}) as server:
+    # Every request of the benchmark's one key runs at once (the defaults, 2 a key and 4 a model, would
+    # queue six of eight in the frontend, and the batcher would never see them).
+    settings = {
+        "IMAGEGEN_TRITON_HTTP_PORT": str(triton_port),
+        "IMAGEGEN_RUNNING_PER_KEY": str(args.concurrency),
+        "IMAGEGEN_RUNNING_PER_MODEL": str(args.concurrency),
+    }
+    with running_server(args.root, key, settings) as server:
         triton = f"http://127.0.0.1:{triton_port}"
         for model in models:
             print(f"{model}: {args.single} one at a time, {args.requests} at {args.concurrency}", file=sys.stderr)
