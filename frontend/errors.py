@@ -116,6 +116,12 @@ class ProgressNotFound(APIError):
     code = "VALIDATION_4041"
 
 
+class JobNotFound(APIError):
+    """No job of this caller's under that id: never submitted, another caller's, consumed or forgotten."""
+
+    code = "VALIDATION_4042"
+
+
 class MethodNotAllowed(APIError):
     code = "VALIDATION_4050"
 

@@ -41,6 +41,7 @@ HTTP_ANSWERS: dict[type[APIError], HttpAnswer] = {
     errors.ClientClosedRequest: HttpAnswer(499, "invalid_request_error"),  # as nginx logs a client gone
     errors.RouteNotFound: HttpAnswer(404, "invalid_request_error"),
     errors.ProgressNotFound: HttpAnswer(404, "invalid_request_error"),
+    errors.JobNotFound: HttpAnswer(404, "invalid_request_error"),
     errors.MethodNotAllowed: HttpAnswer(405, "invalid_request_error"),
     errors.ModelNotFound: HttpAnswer(404, "invalid_request_error"),
     errors.AdapterNotFound: HttpAnswer(404, "invalid_request_error"),
@@ -60,10 +61,16 @@ def http_status(error: APIError) -> int:
     return HTTP_ANSWERS[type(error)].status
 
 
+def error_body(error: APIError) -> dict[str, dict[str, str | None]]:
+    """OpenAI's envelope: what an error response carries, and a failed job's `error`."""
+    answer = HTTP_ANSWERS[type(error)]
+    return {"error": {"message": error.message, "type": answer.type, "param": error.param, "code": error.code}}
+
+
 def error_response(error: APIError, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """`headers`: for answers sent outside the middleware that would add them (app.py's 500)."""
     answer = HTTP_ANSWERS[type(error)]
-    body = {"error": {"message": error.message, "type": answer.type, "param": error.param, "code": error.code}}
+    body = error_body(error)
     retry = {} if error.retry_after is None else {"Retry-After": str(error.retry_after)}
     return JSONResponse(body, status_code=answer.status, headers={**retry, **(headers or {})})
 
