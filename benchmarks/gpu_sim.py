@@ -49,6 +49,9 @@ CONCURRENCY = 8
 WARMUP = 2
 Executions = dict[str, dict[int, int]]
 """Triton model -> batch size -> how many executions of that size it ran."""
+TritonTimes = dict[str, float]
+"""Triton's own time for the requests it answered, in ms, summed over its models: "request" (from
+arrival to response), "queue" (waiting for the batcher and the model's instance)."""
 PROCESSES = ("frontend", "triton", "stubs")
 """Whose CPU: `imagegen serve`, the embedded tritonserver, the Python backend stubs (one per model)."""
 TIMINGS = ("generate", "inference", "encode")
@@ -65,6 +68,7 @@ class Phase:
     """Each response's Server-Timing entries, in milliseconds."""
     seconds: float
     executions: Executions
+    triton_ms: TritonTimes
     cpu_s: dict[str, float]
     """By PROCESSES."""
 
@@ -163,18 +167,19 @@ def measure_model(
 def measure(server: Serving, triton: str, key: str, model: str, steps: int, count: int, concurrency: int) -> Phase:
     """`count` requests, `concurrency` at a time, between two readings of Triton's statistics and of
     the server's CPU clock."""
-    executions, cpu = triton_executions(triton), cpu_seconds(server.process.pid)
+    (executions, times), cpu = triton_statistics(triton), cpu_seconds(server.process.pid)
     started = time.perf_counter()
     answered = asyncio.run(requests(server.url, key, model, steps, count, concurrency))
     seconds = time.perf_counter() - started
-    ran, cpu_after = triton_executions(triton), cpu_seconds(server.process.pid)
+    (ran, times_after), cpu_after = triton_statistics(triton), cpu_seconds(server.process.pid)
     difference = {
         name: {batch: n - executions.get(name, {}).get(batch, 0) for batch, n in by_batch.items()}
         for name, by_batch in ran.items()
     }
     latencies, timings = [latency for latency, _ in answered], [timing for _, timing in answered]
     used = {name: cpu_after[name] - cpu[name] for name in PROCESSES}
-    return Phase(concurrency, latencies, timings, seconds, difference, used)
+    in_triton = {name: times_after[name] - times[name] for name in times}
+    return Phase(concurrency, latencies, timings, seconds, difference, in_triton, used)
 
 
 async def requests(
@@ -200,16 +205,20 @@ async def requests(
     return answered
 
 
-def triton_executions(triton: str) -> Executions:
-    """Every model's executions by batch size so far (Triton's statistics extension)."""
+def triton_statistics(triton: str) -> tuple[Executions, TritonTimes]:
+    """Every model's executions by batch size so far, and Triton's time for the requests (its
+    statistics extension)."""
     stats = httpx.get(f"{triton}/v2/models/stats", timeout=30).json()["model_stats"]
     executions: Executions = {}
+    times = {"request": 0.0, "queue": 0.0}
     for model in stats:
         by_batch = executions.setdefault(model["name"], {})
         for entry in model["batch_stats"]:
             batch = int(entry["batch_size"])
             by_batch[batch] = by_batch.get(batch, 0) + int(entry["compute_infer"]["count"])
-    return executions
+        times["request"] += int(model["inference_stats"]["success"]["ns"]) / 1e6
+        times["queue"] += int(model["inference_stats"]["queue"]["ns"]) / 1e6
+    return executions, times
 
 
 def cost_tables(repository: Path) -> dict[str, list[float]]:
@@ -285,8 +294,8 @@ def report(results: list[Measured], args: argparse.Namespace, path: Path) -> Non
         f"{'sim ms':>7} {'A':>6} {'B':>6} {'cpu ms/step':>11} {'front/triton/stubs':>18}"
     ]
     split = [
-        f"{'model':<13} {'conc':>4} {'p50 ms':>8} {'generate':>8} {'Triton calls':>12} {'sim GPU':>8} "
-        f"{'encode':>7} {'denoiser batch':>14}"
+        f"{'model':<13} {'conc':>4} {'p50 ms':>8} {'generate':>8} {'Triton calls':>12} {'in Triton':>9} "
+        f"{'queued':>6} {'sim GPU':>7} {'encode':>6} {'denoiser batch':>14}"
     ]
     for result in results:
         for phase in (result.single, result.loaded):
@@ -307,9 +316,11 @@ def report(results: list[Measured], args: argparse.Namespace, path: Path) -> Non
             )
             by_batch = phase.executions.get(result.denoiser, {})
             batch = sum(size * count for size, count in by_batch.items()) / max(1, sum(by_batch.values()))
+            in_triton, queued = (phase.triton_ms[name] / len(phase.latencies_s) for name in ("request", "queue"))
             split.append(
                 f"{result.model:<13} {phase.concurrency:>4} {statistics.median(phase.latencies_s) * 1000:>8.1f} "
-                f"{generate:>8.1f} {inference:>12.1f} {sim_ms:>8} {encode:>7.1f} {batch:>14.2f}"
+                f"{generate:>8.1f} {inference:>12.1f} {in_triton:>9.1f} {queued:>6.1f} {sim_ms:>7} {encode:>6.1f} "
+                f"{batch:>14.2f}"
             )
     figures = {
         "sim_latency_overhead": max(result.latency_overhead for result in results),
@@ -332,7 +343,10 @@ def report(results: list[Measured], args: argparse.Namespace, path: Path) -> Non
     }
     path.write_text(json.dumps(document, indent=2))
     title = f"simulated H200 ({args.timing} figures of {args.costs}), {SIZE}; CPU from /proc, ms a request-step"
-    where = "where a request's time goes, p50 ms (Server-Timing; Triton calls: their time at the frontend)"
+    where = (
+        "where a request's time goes, ms (Server-Timing's p50: generate, Triton calls at the frontend, encode; "
+        "Triton's statistics, a request's mean: in Triton, of it queued)"
+    )
     print("\n".join(["", title, *rows, "", where, *split, ""]))
     print(
         f"sim_latency_overhead={figures['sim_latency_overhead']:.3f} "
