@@ -154,7 +154,9 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        triton = TritonClient(triton_url, settings.triton_timeout, settings.triton_secret)
+        triton = TritonClient(
+            triton_url, settings.triton_timeout, settings.triton_secret, bool(settings.triton_shared_memory)
+        )
         try:
             services = app.state.services = await start_services(settings, store, triton, admission, metrics)
             await services.routing.refresh()  # the routing table is followed before the first request

@@ -1,6 +1,7 @@
 """`imagegen bench`: load any running server with image requests and report what perf_analyzer
-reports for models, for images: throughput, latency percentiles, time per step and queue time, per
-concurrency (the last two from the server's `Server-Timing` header, where it sends one).
+reports for models, for images: throughput, latency percentiles, time per step, per concurrency; and
+where the server says, where the time went (its `Server-Timing` header: queue, generate, inference,
+encode) and the frontend's CPU time per denoising step (its `/metrics`).
 
 It is a client only: it measures what a user of the API sees, over HTTP, with the server's own
 batching and queueing included.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-PROGRESS_WIDTH = 30
 PROMPT = "a lighthouse on a cliff at dusk"
 
 
@@ -55,13 +56,34 @@ class BenchResult:
     latency_p99_ms: float
     step_ms: float | None  # p50 of the server's `generate` time / steps (of the latency if it does not say)
     queue_p50_ms: float | None  # p50 of the time waiting for a running slot, as the server reports it
+    generate_p50_ms: float | None = None  # p50 of the pipeline's time, as the server reports it
+    inference_p50_ms: float | None = None  # of it, p50 of the time waiting on Triton
+    encode_p50_ms: float | None = None  # p50 of the image encoding's time
+    cpu_ms_per_step: float | None = None
+    """The frontend process's CPU time over the denoising steps it ran meanwhile, from its `/metrics`
+    (`process_cpu_seconds_total`, `imagegen_denoise_steps_total`); None where it does not serve them."""
 
 
 async def run_bench(config: BenchConfig) -> list[BenchResult]:
     async with client_for(config) as client:
         # Warm up concurrently: Triton's first batched executions allocate their buffers then.
-        await _run(client, config, config.warmup, min(config.warmup, max(config.concurrencies)), show=False)
-        return [await _run(client, config, config.requests, concurrency) for concurrency in config.concurrencies]
+        await _run(client, config, config.warmup, min(config.warmup, max(config.concurrencies)))
+        with progress_bars() as bars:
+            return [
+                await _run(client, config, config.requests, concurrency, bars) for concurrency in config.concurrencies
+            ]
+
+
+def progress_bars() -> Progress:
+    """One bar per concurrency level, on stderr (the table goes to stdout); drawn live on a terminal,
+    once at the end otherwise."""
+    return Progress(
+        TextColumn("concurrency {task.fields[concurrency]:>3}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
 
 
 def client_for(config: BenchConfig) -> httpx.AsyncClient:
@@ -84,32 +106,68 @@ async def timed_request(client: httpx.AsyncClient, config: BenchConfig) -> Outco
 
 
 async def _run(
-    client: httpx.AsyncClient, config: BenchConfig, total: int, concurrency: int, show: bool = True
+    client: httpx.AsyncClient, config: BenchConfig, total: int, concurrency: int, bars: Progress | None = None
 ) -> BenchResult:
     outcomes: list[Outcome] = []
     pending = iter(range(total))
+    bar = None if bars is None else bars.add_task("", total=total, concurrency=concurrency)
 
     async def worker() -> None:
         for _ in pending:
             outcomes.append(await timed_request(client, config))
-            if show:
-                _progress(concurrency, len(outcomes), total)
+            if bars is not None and bar is not None:
+                bars.advance(bar)
 
+    usage = await server_usage(client)
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - started
-    if show:
-        print(file=sys.stderr)
-    return summarise(config, concurrency, outcomes, seconds)
+    cpu_ms_per_step = _per_step(usage, await server_usage(client))
+    return summarise(config, concurrency, outcomes, seconds, cpu_ms_per_step)
 
 
-def summarise(config: BenchConfig, concurrency: int, outcomes: Sequence[Outcome], seconds: float) -> BenchResult:
+ServerUsage = tuple[float, float] | None
+"""The frontend's CPU seconds and the denoising steps it has run, from its `/metrics`; None: not served."""
+
+
+async def server_usage(client: httpx.AsyncClient) -> ServerUsage:
+    """Read from `/metrics` beside the API (on the API's port unless the operator moved it)."""
+    try:
+        response = await client.get(str(client.base_url.join("/metrics")))
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    cpu = steps = None
+    for line in response.text.splitlines():
+        if line.startswith("process_cpu_seconds_total "):
+            cpu = float(line.split()[-1])
+        elif line.startswith("imagegen_denoise_steps_total{"):
+            steps = (steps or 0.0) + float(line.split()[-1])
+    return None if cpu is None or steps is None else (cpu, steps)
+
+
+def _per_step(before: ServerUsage, after: ServerUsage) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) * 1000 / (after[1] - before[1])
+
+
+def summarise(
+    config: BenchConfig,
+    concurrency: int,
+    outcomes: Sequence[Outcome],
+    seconds: float,
+    cpu_ms_per_step: float | None = None,
+) -> BenchResult:
     """The table's row for requests that took `seconds` in all."""
     succeeded = [outcome for outcome in outcomes if outcome is not None]
     latencies = [latency for latency, _ in succeeded]
     timings = [timing for _, timing in succeeded]
     p50, p90, p99 = (float(np.percentile(latencies, q)) * 1000 if latencies else float("nan") for q in (50, 90, 99))
-    queue, generate = (_median_of(timings, name) for name in ("queue", "generate"))
+    queue, generate, inference, encode = (
+        _median_of(timings, name) for name in ("queue", "generate", "inference", "encode")
+    )
     return BenchResult(
         concurrency=concurrency,
         requests=len(outcomes),
@@ -122,6 +180,10 @@ def summarise(config: BenchConfig, concurrency: int, outcomes: Sequence[Outcome]
         latency_p99_ms=p99,
         step_ms=(generate if generate is not None else p50) / config.steps if config.steps else None,
         queue_p50_ms=queue,
+        generate_p50_ms=generate,
+        inference_p50_ms=inference,
+        encode_p50_ms=encode,
+        cpu_ms_per_step=cpu_ms_per_step,
     )
 
 
@@ -142,28 +204,32 @@ def _median_of(timings: list[dict[str, float]], name: str) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def _progress(concurrency: int, done: int, total: int) -> None:
-    filled = PROGRESS_WIDTH * done // total
-    bar = "#" * filled + "." * (PROGRESS_WIDTH - filled)
-    print(f"\rconcurrency {concurrency:>3} [{bar}] {done}/{total}", end="", file=sys.stderr, flush=True)
+COLUMNS = (
+    ("conc", "concurrency", "{:d}"),
+    ("req/s", "requests_per_second", "{:.2f}"),
+    ("img/s", "images_per_second", "{:.2f}"),
+    ("p50 ms", "latency_p50_ms", "{:.1f}"),
+    ("p90 ms", "latency_p90_ms", "{:.1f}"),
+    ("p99 ms", "latency_p99_ms", "{:.1f}"),
+    ("step ms", "step_ms", "{:.1f}"),
+    ("cpu/step", "cpu_ms_per_step", "{:.2f}"),
+    ("queue", "queue_p50_ms", "{:.1f}"),
+    ("generate", "generate_p50_ms", "{:.1f}"),
+    ("infer", "inference_p50_ms", "{:.1f}"),
+    ("encode", "encode_p50_ms", "{:.1f}"),
+    ("errors", "errors", "{:d}"),
+)
+"""The table's columns: heading, BenchResult field, format. The Server-Timing ones are p50s in ms;
+`cpu/step` is the frontend's CPU ms per denoising step; "-" where the server does not say."""
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
-    header = (
-        f"{'conc':>4} {'req/s':>7} {'img/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'step ms':>8} "
-        f"{'queue ms':>8} {'errors':>6}"
-    )
-    rows = [
-        f"{r.concurrency:>4} {r.requests_per_second:>7.2f} {r.images_per_second:>7.2f} {r.latency_p50_ms:>8.1f} "
-        f"{r.latency_p90_ms:>8.1f} {r.latency_p99_ms:>8.1f} {_optional(r.step_ms):>8} {_optional(r.queue_p50_ms):>8} "
-        f"{r.errors:>6}"
-        for r in results
-    ]
-    return "\n".join([header, *rows])
-
-
-def _optional(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    cells = [[heading for heading, _, _ in COLUMNS]]
+    for result in results:
+        values = (getattr(result, name) for _, name, _ in COLUMNS)
+        cells.append(["-" if v is None else form.format(v) for v, (_, _, form) in zip(values, COLUMNS, strict=True)])
+    widths = [max(len(row[column]) for row in cells) for column in range(len(COLUMNS))]
+    return "\n".join(" ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in cells)
 
 
 def bench(config: BenchConfig, json_path: Path | None) -> list[BenchResult]:

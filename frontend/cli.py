@@ -16,7 +16,7 @@ from types import FrameType
 from frontend import account_commands, adapter_commands, admin, admin_client
 from frontend.auth.keys import check_operator_secret, ensure_operator_key, find_key, new_secret
 from frontend.auth.local_secrets import kept_secret, owner_only_folder
-from frontend.logs import configure_logging
+from frontend.logs import configure_logging, quiet_libraries
 from frontend.settings import Settings
 from frontend.store import Store, connect
 
@@ -124,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
     try:
         configure_logging(Settings.from_env().log_format)
+        if args.command != "serve":  # the server's log keeps uvicorn's and Triton's lines
+            quiet_libraries()
         if args.command == "tiny":
             from export.tiny import build_tiny_checkpoint
 
@@ -223,7 +225,9 @@ def serve_command(args: argparse.Namespace) -> None:
                 else (),
             )
             triton_url = stack.enter_context(triton).url
-            settings = replace(settings, triton_secret=triton.secret)
+            # The embedded Triton maps this host's /dev/shm: constant inputs go through it unless turned off.
+            shared_memory = settings.triton_shared_memory is not False
+            settings = replace(settings, triton_secret=triton.secret, triton_shared_memory=shared_memory)
         app = create_app(settings, store, triton_url)
         # Printed once, when generated: an operator's own key (IMAGEGEN_API_KEY) is theirs already, and
         # one generated before stays in its file, out of logs that other people may read.

@@ -21,6 +21,8 @@ from typing import Any
 from frontend.request_context import current_request_id
 
 FORMATS = ("text", "json")
+OWN_LOGGERS = ("imagegen", "frontend", "export", "benchmarks", "families")
+"""The project's loggers: what a command other than `serve` shows at INFO (`quiet_libraries`)."""
 CONTROL_CHARACTERS = (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
 """C0, DEL, C1, and Unicode's line and paragraph separators: what splits a line or drives a terminal."""
 _TEXT_ESCAPES = {code: repr(chr(code))[1:-1] for code in CONTROL_CHARACTERS}
@@ -88,3 +90,11 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+
+
+def quiet_libraries() -> None:
+    """Libraries' loggers at WARNING and the project's at INFO: a command's own lines only (httpx, for
+    one, logs every request it sends at INFO, which would interleave with `imagegen bench`'s bars)."""
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)

@@ -87,6 +87,13 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self.webhook_attempts = Counter(
+            "imagegen_webhook_attempts",
+            "Webhook delivery attempts by outcome: delivered, retrying (failed, tried again later) or failed "
+            "(the delivery's last attempt, or refused)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.registry.register(AdmissionCollector(admission))
         ProcessCollector(registry=self.registry)
 
@@ -105,6 +112,9 @@ class Metrics:
         self.compute.labels(model).inc(compute_seconds)
         if record.status == 200 and record.n:
             self.images.labels(model).inc(record.n)
+
+    def observe_webhook(self, outcome: str) -> None:
+        self.webhook_attempts.labels(outcome).inc()
 
     def observe_http(self, method: str, route: str, status: int) -> None:
         self.http.labels(method if method in HTTP_METHODS else OTHER_METHOD, route, str(status)).inc()

@@ -124,9 +124,21 @@ def _address(host: str) -> IPAddress | None:
         return None
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _reached(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one carries to (`::ffff:10.0.0.1`, NAT64's `64:ff9b::a00:1`, 6to4's
+    `2002:a00:1::`, Teredo's client), which Python's checks do not look inside; else the address."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None) or address
+
+
 def _check_public(address: IPAddress, host: str | None = None) -> None:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 reaches 127.0.0.1
+    address = _reached(address)
     kinds = (
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),

@@ -59,7 +59,10 @@ def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "IMAGEGEN_CONCURRENT_GENERATIONS": "100",
         "IMAGEGEN_SIGN_INS_PER_ADDRESS": "100000",
     }
-    with serving(model_repository, tmp_path_factory.mktemp("state"), settings=unlimited) as running:
+    # Jobs' webhooks to receivers the tests run on this host, and a pattern to refuse others by
+    # (tests/e2e/test_webhooks.py).
+    webhooks = {"IMAGEGEN_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1,*.example.com"}
+    with serving(model_repository, tmp_path_factory.mktemp("state"), settings={**unlimited, **webhooks}) as running:
         yield running
 
 

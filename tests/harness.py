@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 
 API_KEY = "sk-test-pDqBJ8qACY6yrD4FyfcNtlHW_rf0CEVURsiCe3McDi9NWy7M"
 """As strong as a generated key: the server refuses a weaker IMAGEGEN_API_KEY."""
+SECRETS_KEY = "l3Dk0Dk1hFJ0oFg4dYk7nNQmXq3qvC0p3H3n5m1yS3E="
+"""Every test server's IMAGEGEN_SECRETS_KEY (frontend/sealing.py): replicas sharing a PostgreSQL
+store must share one, as production's do."""
 TINY_MODELS = ("flux-schnell", "flux-dev", "sdxl", "flux-kontext")
 """Built, exported and served by the session fixtures under their family name (the public model id)."""
 STARTUP_TIMEOUT = 180.0
@@ -68,6 +71,7 @@ def start_server(
     own_settings = {
         "IMAGEGEN_HOME": str(state_dir),
         "IMAGEGEN_API_KEY": api_key,
+        "IMAGEGEN_SECRETS_KEY": SECRETS_KEY,
         "IMAGEGEN_TRITON_HTTP_PORT": "0",
         "IMAGEGEN_TRITON_METRICS_PORT": "0",
         **(settings or {}),
@@ -150,16 +154,19 @@ def triton_paused(server: Server) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def paused_mid_flight(server: Server, progress_ids: Iterable[str]) -> Iterator[dict[str, str | None]]:
-    """Wait until one of the generations sent with these `X-Progress-Id`s has run a step and has more
-    to run, and hold them all there: Triton paused for the block, as `triton_paused`. Yields each
-    one's stage then (None: not admitted yet)."""
+def paused_mid_flight(
+    server: Server, progress_ids: Iterable[str], every: bool = False
+) -> Iterator[dict[str, str | None]]:
+    """Wait until one of the generations sent with these `X-Progress-Id`s (`every`: each of them) has
+    run a step and has more to run, and hold them all there: Triton paused for the block, as
+    `triton_paused`. Yields each one's stage then (None: not admitted yet)."""
     ids = list(progress_ids)
+    seen = all if every else any
     while True:
-        wait_until(lambda: any(_mid_denoising(progress(server, i)) for i in ids), 60, "a generation's first step")
+        wait_until(lambda: seen(_mid_denoising(progress(server, i)) for i in ids), 60, "a generation's first step")
         with triton_paused(server):
             states = {i: progress(server, i) for i in ids}
-            if any(_mid_denoising(state) for state in states.values()):
+            if seen(_mid_denoising(state) for state in states.values()):
                 yield {i: None if state is None else state["stage"] for i, state in states.items()}
                 return
         # It finished between the two reads (a fast machine): wait for the next one.
@@ -182,6 +189,14 @@ def progress(server: Server, progress_id: str, api_key: str = API_KEY) -> dict[s
         if error.code == 404:
             return None
         raise
+
+
+def shared_memory_regions(server: Server) -> list[Path]:
+    """The /dev/shm regions the server's frontend holds for the generations under way: each one's
+    constant denoiser inputs (frontend/shared_memory.py names them after the serving process)."""
+    from frontend.shared_memory import SHM, region_prefix
+
+    return list(Path(SHM).glob(f"{region_prefix(server.process.pid)}*"))
 
 
 def load(server: Server, model: str) -> dict[str, int]:

@@ -102,6 +102,7 @@ def test_frontend_replicas_share_triton_postgres_and_one_session_secret() -> Non
     assert (store.username, store.path) == (postgres["environment"]["POSTGRES_USER"], "/imagegen")
     assert postgres["environment"]["POSTGRES_DB"] == "imagegen"
     assert environment["IMAGEGEN_SESSION_SECRET"].startswith("${IMAGEGEN_SESSION_SECRET:?")
+    assert environment["IMAGEGEN_SECRETS_KEY"].startswith("${IMAGEGEN_SECRETS_KEY:?")
     assert frontend["deploy"]["replicas"] >= 2
     assert "ports" not in frontend  # reached through the gateway only
     assert {name: dep["condition"] for name, dep in frontend["depends_on"].items()} == {

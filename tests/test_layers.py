@@ -29,6 +29,8 @@ SERVICES = (
     "frontend.routing",
     "frontend.safety",
     "frontend.store",
+    "frontend.webhook_targets",
+    "frontend.webhooks",
 )
 """What the routes call (auth aside: it reads credentials off the request, so it may read starlette's
 `Request`, and is a service in every other respect)."""

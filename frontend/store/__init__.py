@@ -1,5 +1,6 @@
 """Persistent state: plans and prices, API keys, accounts and browser sessions, rate-limit counts,
-the usage ledger, LoRA adapters, the routing table and the frontends' heartbeats.
+the usage ledger, LoRA adapters, the routing table, the frontends' heartbeats, asynchronous jobs and
+their webhooks.
 
 `Store` holds one repository per concern (plans.py, keys.py, ...: each its records and their
 queries, in plain SQL) over one `Database` (database.py), the dialect: `SqliteDatabase` (sqlite.py)
@@ -14,6 +15,7 @@ from frontend.store.accounts import Accounts
 from frontend.store.adapters import LoraAdapters
 from frontend.store.database import Database
 from frontend.store.heartbeats import Heartbeats
+from frontend.store.jobs import Jobs
 from frontend.store.keys import Keys
 from frontend.store.ledger import Ledger
 from frontend.store.limits import RateLimits
@@ -21,6 +23,7 @@ from frontend.store.plans import Plans
 from frontend.store.routes import Routes
 from frontend.store.sessions import Sessions
 from frontend.store.sqlite import SqliteDatabase
+from frontend.store.webhooks import WebhookDeliveries, WebhookSecrets
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -39,6 +42,9 @@ class Store:
         self.adapters = LoraAdapters(database)
         self.routes = Routes(database)
         self.heartbeats = Heartbeats(database)
+        self.jobs = Jobs(database)
+        self.webhook_secrets = WebhookSecrets(database)
+        self.webhook_deliveries = WebhookDeliveries(database)
 
     def close(self) -> None:
         self.database.close()

@@ -54,6 +54,8 @@ def test_a_host_off_the_list_is_refused(url: str) -> None:
         ("https://224.0.0.1/", "multicast"),
         ("https://0.0.0.0/", "unspecified"),
         ("https://[::ffff:127.0.0.1]/", "loopback"),
+        ("https://[64:ff9b::a00:1]/", "private"),  # NAT64 to 10.0.0.1
+        ("https://[2002:a00:1::]/", "private"),  # 6to4 from 10.0.0.1
         ("https://[fd00::1]/", "private"),
         ("https://100.64.0.1/", "non-public"),  # carrier-grade NAT
         ("https://localhost/", "loopback"),  # a name resolving to one

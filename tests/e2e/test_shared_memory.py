@@ -1,0 +1,130 @@
+"""Constant denoiser inputs through system shared memory (frontend/shared_memory.py): the same images
+as over HTTP, byte for byte, a region of its own for each request under way, and none left once a
+request ends, however it ends.
+
+The session server's frontend uses shared memory (its Triton is embedded); this module's own frontend
+sends everything over HTTP to that same Triton, so the two differ in the transport alone. Triton
+killed and the server stopped are checked in test_faults.py, on servers that are stopped or killed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from frontend.triton import SECRET_HEADER
+from tests.e2e.images import AUTH, TOLERANCE, decode
+from tests.harness import (
+    API_KEY,
+    Server,
+    embedded_triton_secret,
+    embedded_triton_url,
+    paused_mid_flight,
+    serving,
+    shared_memory_regions,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="module")
+def http_frontend(server: Server, model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second frontend on the session server's Triton, with shared memory off."""
+    settings = {
+        "IMAGEGEN_TRITON_URL": embedded_triton_url(server),
+        "IMAGEGEN_TRITON_SECRET": embedded_triton_secret(server),
+        "IMAGEGEN_TRITON_SHARED_MEMORY": "off",
+        "IMAGEGEN_REQUESTS_PER_MINUTE": "100000",
+    }
+    with serving(model_repository, tmp_path_factory.mktemp("http-frontend"), settings=settings) as running:
+        yield running
+
+
+def registered(server: Server) -> list[str]:
+    """The shared memory regions the server's Triton has registered, by name."""
+    url = f"http://{embedded_triton_url(server)}/v2/systemsharedmemory/status"
+    response = httpx.get(url, headers={SECRET_HEADER: embedded_triton_secret(server)}, timeout=10)
+    response.raise_for_status()
+    return [region["name"] for region in response.json()]
+
+
+def pngs(server: Server, body: dict[str, Any], progress_id: str | None = None) -> list[str]:
+    headers = {**AUTH, "X-Progress-Id": progress_id} if progress_id else AUTH
+    response = httpx.post(f"{server.base_url}/images/generations", json=body, headers=headers, timeout=120)
+    assert response.status_code == 200, response.text
+    return [item["b64_json"] for item in response.json()["data"]]
+
+
+def pixels(png: str) -> npt.NDArray[np.int16]:
+    return np.asarray(decode(png), dtype=np.int16)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "flux-schnell", "prompt": "a lighthouse", "size": "256x256", "n": 2, "seed": 5},
+        {
+            "model": "flux-dev",
+            "prompt": "a lighthouse",
+            "negative_prompt": "fog",
+            "size": "256x256",
+            "steps": 3,
+            "seed": 5,
+        },
+        {"model": "sdxl", "prompt": "a lighthouse", "size": "256x256", "steps": 4, "seed": 5},
+    ],
+    ids=["flux-schnell", "flux-dev-true-cfg", "sdxl-cfg"],
+)
+def test_shared_memory_gives_the_same_pngs_as_http(server: Server, http_frontend: Server, body: dict[str, Any]) -> None:
+    assert pngs(server, body) == pngs(http_frontend, body)
+
+
+def test_concurrent_requests_each_have_a_region_and_leave_none(server: Server, http_frontend: Server) -> None:
+    # Two of each model: as many as one key runs at once (IMAGEGEN_RUNNING_PER_KEY).
+    bodies = [
+        {"model": model, "prompt": prompt, "size": "256x256", "steps": 40, "seed": 7}
+        for model in ("flux-schnell", "sdxl")
+        for prompt in ("a red kite", "a blue boat")
+    ]
+    ids = [f"shared-memory-{index}" for index in range(len(bodies))]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        futures = [pool.submit(pngs, server, body, i) for body, i in zip(bodies, ids, strict=True)]
+        with paused_mid_flight(server, ids, every=True):
+            assert len(shared_memory_regions(server)) == len(bodies)
+        served = [future.result() for future in futures]
+    # Batched with its model's other request in Triton, each read its own prompt: each image is that
+    # request's alone.
+    for images, body in zip(served, bodies, strict=True):
+        assert int(np.abs(pixels(images[0]) - pixels(pngs(http_frontend, body)[0])).max()) <= TOLERANCE
+    assert not shared_memory_regions(server)
+    wait_until(lambda: not registered(server), 30, "Triton unregistered every region")
+
+
+def test_a_cancelled_request_leaves_no_region(server: Server) -> None:
+    # Seconds of denoising, so that the wait below sees it mid-way on any machine.
+    body = json.dumps({"model": "flux-schnell", "prompt": "a slow tide", "size": "512x512", "n": 2, "steps": 100})
+    request = (
+        f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
+        f"X-Progress-Id: shared-memory-cancelled\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    )
+    client = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        client.sendall(request.encode())
+        with paused_mid_flight(server, ["shared-memory-cancelled"]):
+            assert len(shared_memory_regions(server)) == 1
+            client.close()
+            # Gone from /dev/shm at once, while Triton (paused) still maps it for the step it holds.
+            wait_until(lambda: not shared_memory_regions(server), 30, "the region unlinked")
+    finally:
+        client.close()
+    # Triton lets go of it once that step ends: the frontend asks until it has.
+    wait_until(lambda: not registered(server), 30, "Triton unregistered the region")
