@@ -29,6 +29,7 @@ from tests.harness import (
     load,
     paused_mid_flight,
     serving,
+    shared_memory_regions,
     triton_paused,
     wait_until,
 )
@@ -121,6 +122,7 @@ def test_triton_killed_mid_flight_ends_every_request_and_comes_back(
     with ThreadPoolExecutor(len(ids)) as pool:
         futures = [pool.submit(generate, faults_server, {**SMALL, "steps": 30}, i) for i in ids]
         with paused_mid_flight(faults_server, ids) as stages:
+            assert shared_memory_regions(faults_server), "the generations' constant inputs, in shared memory"
             # Without its repository, the supervisor's restarts fail until it is back.
             faults_repository.rename(away)
             os.kill(triton, signal.SIGKILL)
@@ -133,6 +135,7 @@ def test_triton_killed_mid_flight_ends_every_request_and_comes_back(
             # Every request that still needed Triton ends at once with a 503, not at the call timeout;
             # those past their last Triton call (encoding the image) or done complete.
             assert ended_after < TRITON_TIMEOUT_S
+            assert not shared_memory_regions(faults_server), "every region unlinked as its request ended"
             for progress_id, response in results.items():
                 if stages[progress_id] in ("encoding", "done"):
                     assert response.status_code == 200
@@ -158,6 +161,7 @@ def test_sigterm_finishes_in_flight_requests_then_stops(stopping_server: Server)
     with ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(generate, stopping_server, {**SMALL, "n": 2, "steps": 40}, "finished-after-sigterm")
         with paused_mid_flight(stopping_server, ["finished-after-sigterm"]):
+            assert shared_memory_regions(stopping_server)
             stopping_server.process.send_signal(signal.SIGTERM)
             # The frontend has taken the signal once it stops accepting connections.
             wait_until(lambda: not answers(stopping_server), 30, "the frontend stops accepting connections")
@@ -166,6 +170,7 @@ def test_sigterm_finishes_in_flight_requests_then_stops(stopping_server: Server)
     assert len(response.json()["data"]) == 2
     stopping_server.process.wait(timeout=30)
     assert not [pid for pid in processes if alive(pid)]
+    assert not shared_memory_regions(stopping_server)
 
 
 def answers(server: Server) -> bool:
