@@ -34,6 +34,12 @@ class Scheduler(Protocol):
     ) -> npt.NDArray[np.float32]:
         """The latents at `sigma_next` from those at `sigma` and the guided noise prediction."""
 
+    def denoised(
+        self, sample: npt.NDArray[np.float32], model_output: npt.NDArray[np.float32], sigma: np.float32
+    ) -> npt.NDArray[np.float32]:
+        """The current estimate of the clean latents (x0) from those at `sigma` and the guided noise
+        prediction: what a preview decodes (pipelines/previews.py)."""
+
 
 ONE = np.float32(1.0)
 
@@ -114,6 +120,13 @@ class FlowMatchEuler:
         sigma_next: np.float32,
     ) -> npt.NDArray[np.float32]:
         return sample + (sigma_next - sigma) * model_output
+
+    @staticmethod
+    def denoised(
+        sample: npt.NDArray[np.float32], model_output: npt.NDArray[np.float32], sigma: np.float32
+    ) -> npt.NDArray[np.float32]:
+        """The flow's end at sigma 0: the model predicts the velocity (noise - x0)."""
+        return sample - sigma * model_output
 
 
 UNSUPPORTED_EULER_OPTIONS = (
@@ -209,12 +222,19 @@ class EulerDiscrete:
         sigma_next: np.float32,
     ) -> npt.NDArray[np.float32]:
         """EulerDiscreteScheduler.step with s_churn 0, so sigma_hat is sigma."""
-        if self.prediction_type == "epsilon":
-            denoised = sample - sigma * model_output
-        else:
-            denoised = model_output * (-sigma / np.sqrt(sigma * sigma + ONE)) + sample / (sigma * sigma + ONE)
-        derivative = (sample - denoised) / sigma
+        derivative = (sample - self.denoised(sample, model_output, sigma)) / sigma
         return sample + derivative * (sigma_next - sigma)
+
+    def denoised(
+        self, sample: npt.NDArray[np.float32], model_output: npt.NDArray[np.float32], sigma: np.float32
+    ) -> npt.NDArray[np.float32]:
+        """EulerDiscreteScheduler.step's `pred_original_sample`, by the prediction type."""
+        if self.prediction_type == "epsilon":
+            return sample - sigma * model_output
+        denoised: npt.NDArray[np.float32] = model_output * (-sigma / np.sqrt(sigma * sigma + ONE)) + sample / (
+            sigma * sigma + ONE
+        )
+        return denoised
 
     @staticmethod
     def add_noise(

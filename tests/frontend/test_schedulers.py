@@ -109,3 +109,27 @@ def test_euler_add_noise_equals_diffusers_img2img() -> None:
 def test_unsupported_euler_options_are_refused(option: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(option))):
         EulerDiscrete.from_config({**SDXL, **option})
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_euler_denoised_is_diffusers_pred_original_sample(prediction_type: str) -> None:
+    """A stream's preview decodes this estimate of the clean latents (pipelines/previews.py)."""
+    reference = EulerDiscreteScheduler(**SDXL, prediction_type=prediction_type)
+    reference.set_timesteps(4)
+    reference.set_begin_index(1)
+    generator = np.random.default_rng(2)
+    sample, output = (generator.standard_normal((2, 4, 8, 8), dtype=np.float32) for _ in range(2))
+    step = reference.step(torch.from_numpy(output), reference.timesteps[1], torch.from_numpy(sample))
+    scheduler = EulerDiscrete.from_config(reference.config)
+    denoised = scheduler.denoised(sample, output, reference.sigmas.numpy()[1])
+    np.testing.assert_array_equal(denoised, step.pred_original_sample.numpy())
+
+
+def test_flow_denoised_is_the_step_to_sigma_zero() -> None:
+    """Flow matching's estimate of the clean latents: where a last Euler step from here would land."""
+    reference = FlowMatchEulerDiscreteScheduler(**SCHNELL)
+    reference.set_timesteps(sigmas=[0.75], mu=None)
+    generator = np.random.default_rng(3)
+    sample, output = (generator.standard_normal((2, 16, 64), dtype=np.float32) for _ in range(2))
+    expected = reference.step(torch.from_numpy(output), reference.timesteps[0], torch.from_numpy(sample)).prev_sample
+    np.testing.assert_array_equal(FlowMatchEuler.denoised(sample, output, np.float32(0.75)), expected.numpy())
