@@ -89,7 +89,9 @@ class Admission:
 
     def has_room(self, model: str) -> bool:
         """Whether a background generation of `model` would run at once: a slot free, no request waiting."""
-        queue = self._queue(model)
+        queue = self._queues.get(model)
+        if queue is None:  # none of its generations seen yet: left out of `load` until one is
+            return True
         return queue.running.total() < self.running_per_model and not queue.waiting and not queue.background
 
     async def _acquire(self, queue: ModelQueue, key: str, line: list[tuple[str, asyncio.Future[None]]]) -> None:
