@@ -25,6 +25,7 @@ from frontend.admission import Admission
 from frontend.api.admin import reload_catalog, roll_back, roll_out, status
 from frontend.api.auth import login, logout
 from frontend.api.body_limits import BodyLimits
+from frontend.api.edits import create_edits
 from frontend.api.errors import error_response, handle_api_error, http_status
 from frontend.api.images import create_images, get_progress
 from frontend.api.models import list_models
@@ -173,6 +174,7 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/images/generations", create_images, methods=["POST"]),
+            Route("/v1/images/edits", create_edits, methods=["POST"]),
             Route("/v1/images/progress/{progress_id}", get_progress, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/auth/login", login, methods=["POST"]),

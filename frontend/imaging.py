@@ -38,16 +38,11 @@ def encode_image_base64(pixels: npt.NDArray[np.uint8], output_format: str, quali
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def open_input_image(data: str, param: str) -> Image.Image:
-    """A base64 image (or a data: URL holding one), opened from its header alone: its format and size
-    are known, none of its pixels decoded, so every budget is checked before that work
-    (`image_to_array` does it). Only the formats the API promises are even parsed."""
-    if data.startswith("data:"):
-        data = data.partition(",")[2]
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidParameter(f"`{param}` is not valid base64.", param=param) from None
+def open_input_image(data: str | bytes, param: str) -> Image.Image:
+    """An image's bytes (a multipart file's), or base64 (or a data: URL holding it), opened from its
+    header alone: its format and size are known, none of its pixels decoded, so every budget is checked
+    before that work (`image_to_array` does it). Only the formats the API promises are even parsed."""
+    raw = data if isinstance(data, bytes) else _base64_bytes(data, param)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -60,6 +55,16 @@ def open_input_image(data: str, param: str) -> Image.Image:
             param=param,
         )
     return image
+
+
+def _base64_bytes(data: str, param: str) -> bytes:
+    """The bytes of a base64 string or of a data: URL holding one."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidParameter(f"`{param}` is not valid base64.", param=param) from None
 
 
 def image_to_array(image: Image.Image, width: int, height: int, param: str) -> npt.NDArray[np.float32]:

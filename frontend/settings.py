@@ -83,6 +83,9 @@ class Settings:
     """Images whose `unsafe_score` from the image-safety model reaches this are refused."""
     prompt_policy: Path = DEFAULT_PROMPT_POLICY
     """Regular expressions refused in prompts; the default is documented in the file itself."""
+    moderation_low: bool = True
+    """Whether requests may send OpenAI's `moderation=low`, which weakens no check here (README, Request):
+    off, it is refused with a 400, for operators who would rather clients were told."""
     running_per_model: int = 4
     queued_per_model: int = 16
     """Admission per model: generations running at once, and waiting behind them before a 429."""
@@ -150,6 +153,7 @@ class Settings:
             sign_ins_per_address=int(env.get("IMAGEGEN_SIGN_INS_PER_ADDRESS", cls.sign_ins_per_address)),
             safety_threshold=float(env.get("IMAGEGEN_SAFETY_THRESHOLD", cls.safety_threshold)),
             prompt_policy=Path(env.get("IMAGEGEN_PROMPT_POLICY", cls.prompt_policy)),
+            moderation_low=_switch(env.get("IMAGEGEN_MODERATION_LOW", ""), "IMAGEGEN_MODERATION_LOW") is not False,
             running_per_model=int(env.get("IMAGEGEN_RUNNING_PER_MODEL", cls.running_per_model)),
             queued_per_model=int(env.get("IMAGEGEN_QUEUED_PER_MODEL", cls.queued_per_model)),
             running_per_key=int(env.get("IMAGEGEN_RUNNING_PER_KEY", cls.running_per_key)),

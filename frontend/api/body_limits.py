@@ -1,5 +1,5 @@
-"""What a POST to the API may carry: JSON (415 otherwise) of at most `max_body_bytes` (413 otherwise),
-that parses (400 otherwise, `parse_json`).
+"""What a POST to the API may carry: JSON (415 otherwise; also a multipart form where a route takes
+one: `FORM_PATHS`) of at most `max_body_bytes` (413 otherwise), that parses (400 otherwise, `parse_json`).
 
 An ASGI middleware, so a body over the limit is refused by its `Content-Length` before it is read,
 and a chunked one as soon as the bytes read pass the limit, never buffered whole.
@@ -18,6 +18,9 @@ from frontend.api.errors import error_response
 from frontend.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
 
 JSON = "application/json"
+FORM = "multipart/form-data"
+FORM_PATHS = frozenset({"/v1/images/edits"})
+"""Routes that also take OpenAI's multipart form (api/edits.py bounds its parts and files)."""
 
 
 class BodyLimits:
@@ -32,8 +35,9 @@ class BodyLimits:
         headers = Headers(scope=scope)
         # No Content-Type is read as JSON: some clients send a JSON body without saying so.
         media_type = headers.get("content-type", JSON).partition(";")[0].strip().lower()
-        if media_type != JSON:
-            error = UnsupportedMediaType(f"The body must be {JSON}, not {media_type or 'empty'}.")
+        accepted = (JSON, FORM) if scope["path"] in FORM_PATHS else (JSON,)
+        if media_type not in accepted:
+            error = UnsupportedMediaType(f"The body must be {' or '.join(accepted)}, not {media_type or 'empty'}.")
             await error_response(error)(scope, receive, send)
             return
         length = headers.get("content-length", "")

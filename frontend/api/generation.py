@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass
 
 from frontend.accounting import Usage, Work
-from frontend.api.parameters import RequestBudget, output_quality, resolve_job
-from frontend.api.protocol import ImageData, ImageRequest, ImageResponse
+from frontend.api.image_details import describe
+from frontend.api.parameters import RequestBudget, check_moderation, output_quality, resolve_job
+from frontend.api.protocol import ImageData, ImageDetails, ImageRequest, ImageResponse
 from frontend.imaging import encode_image_base64
 from frontend.pipelines.job import GenerationJob
 from frontend.pipelines.pipeline import DiffusionPipeline
@@ -32,6 +33,8 @@ class PreparedGeneration:
     quality: int | None
     """The output encoding's quality (jpeg, webp); None: the encoder's default."""
     caller: str
+    details: ImageDetails
+    """What the response echoes: size, quality tier, format, background, token usage."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,14 @@ async def prepare_generation(services: Services, image_request: ImageRequest, us
     pipeline = services.catalog.resolve(image_request.model)
     settings = services.settings
     budget = RequestBudget(settings.max_pixels_per_request, settings.max_work_per_request)
-    caller = caller_identity(usage.principal.id, image_request.user)
+    check_moderation(image_request, settings.moderation_low)
+    caller = caller_identity(usage.principal.id, image_request.safety_identifier or image_request.user)
     job = await asyncio.to_thread(resolve_job, image_request, pipeline, budget, caller)
     job = await services.adapters.attach(job, pipeline.name, pipeline.lora)
     quality = output_quality(image_request)
     await services.safety.check_prompt(job.prompt)
     usage.work = Work.of(pipeline.name, job)
-    return PreparedGeneration(image_request, pipeline, job, quality, caller)
+    return PreparedGeneration(image_request, pipeline, job, quality, caller, describe(image_request, pipeline, job))
 
 
 async def run_generation(
@@ -83,6 +87,7 @@ async def run_generation(
     timings["encode"] = time.perf_counter() - started
     cost = await services.ledger.charge(usage)
     response = ImageResponse(
+        **prepared.details.model_dump(),
         created=int(time.time()),
         data=[ImageData(b64_json=b64, seed=seed) for b64, seed in zip(encoded, job.seeds, strict=True)],
         energy_cost=cost.energy_kwh,

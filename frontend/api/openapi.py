@@ -17,10 +17,11 @@ from frontend import errors
 from frontend.api.admin import RolloutRequest
 from frontend.api.auth import LoginRequest
 from frontend.api.errors import HTTP_ANSWERS
-from frontend.api.protocol import ImageRequest, ImageResponse
+from frontend.api.protocol import MAX_INPUT_IMAGES, ImageRequest, ImageResponse
 from frontend.services import Services
 
 JSON = "application/json"
+FORM = "multipart/form-data"
 BODY_ERRORS = (errors.MalformedBody, errors.InvalidParameter, errors.PayloadTooLarge, errors.UnsupportedMediaType)
 AUTH_ERRORS = (errors.Unauthenticated, errors.ScopeMissing, errors.PlanLacksBenefit)
 TRITON_ERRORS = (errors.InferenceFailed, errors.InferenceUnavailable)
@@ -109,23 +110,61 @@ def admin_paths() -> dict[str, Any]:
     }
 
 
+IMAGE_ERRORS = (
+    *BODY_ERRORS,
+    errors.PromptMissing,
+    errors.UnsupportedResponseFormat,
+    errors.ParameterNotSupported,
+    errors.ContentRejected,
+    *AUTH_ERRORS,
+    errors.ModelNotFound,
+    errors.AdapterNotFound,
+    errors.AdapterOfAnotherModel,
+    errors.RateLimited,
+    errors.QueueFull,
+    *TRITON_ERRORS,
+    errors.DeadlineExceeded,
+)
+
+
+def edit_form() -> dict[str, Any]:
+    """The edits endpoint's multipart form (api/edits.py): the request's fields as text fields, the
+    images and the mask as files."""
+    request = ImageRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    fields = {
+        name: field for name, field in request["properties"].items() if name not in ("input_images", "mask_image")
+    }
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "type": "object",
+        "required": ["image", "prompt"],
+        "properties": {
+            "image": {
+                "anyOf": [binary, {"type": "array", "items": binary, "maxItems": MAX_INPUT_IMAGES}],
+                "description": "PNG, JPEG or WebP files (`image` or `image[]`): 1, or one per output image",
+            },
+            "mask": {**binary, "description": "A PNG the first image's size; fully transparent pixels are edited"},
+            **fields,
+        },
+        "additionalProperties": False,
+    }
+
+
 def document() -> dict[str, Any]:
+    edits = _operation(
+        "Edit images: img2img, Kontext's conditioning, or inpainting with a mask (OpenAI's Images API)",
+        _json(_ref("ImageResponse"), "The images"),
+        *IMAGE_ERRORS,
+        requestBody={
+            "required": True,
+            "content": {FORM: {"schema": _ref("EditForm")}, JSON: {"schema": _ref("ImageRequest")}},
+        },
+        security=BEARER,
+    )
     images = _operation(
         "Create images from a prompt (OpenAI's Images API)",
         _json(_ref("ImageResponse"), "The images"),
-        *BODY_ERRORS,
-        errors.PromptMissing,
-        errors.UnsupportedResponseFormat,
-        errors.ParameterNotSupported,
-        errors.ContentRejected,
-        *AUTH_ERRORS,
-        errors.ModelNotFound,
-        errors.AdapterNotFound,
-        errors.AdapterOfAnotherModel,
-        errors.RateLimited,
-        errors.QueueFull,
-        *TRITON_ERRORS,
-        errors.DeadlineExceeded,
+        *IMAGE_ERRORS,
         requestBody={"required": True, "content": {JSON: {"schema": _ref("ImageRequest")}}},
         security=BEARER,
     )
@@ -142,6 +181,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "imagegen", "version": "1", "description": "OpenAI-compatible image generation"},
         "paths": {
             "/v1/images/generations": {"post": images},
+            "/v1/images/edits": {"post": edits},
             "/v1/images/progress/{progress_id}": {"get": progress},
             "/v1/models": {
                 "get": _operation("The models and their parameters", _json(OBJECT, "The models"), *AUTH_ERRORS)
@@ -188,6 +228,7 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": {
                 **_schemas(ImageRequest, ImageResponse, LoginRequest, RolloutRequest),
+                "EditForm": edit_form(),
                 "Error": {
                     "type": "object",
                     "required": ["error"],

@@ -19,8 +19,11 @@ from frontend.pipelines.job import GenerationJob, Limits
 from frontend.pipelines.noise import image_seeds
 from frontend.pipelines.pipeline import DiffusionPipeline
 
-HD_STEPS_FACTOR = 2
-"""quality="hd" runs twice the model's default steps (a finer trajectory) unless `steps` is given."""
+QUALITY_TIERS = {"auto": "medium", "standard": "medium", "hd": "high"}
+"""`quality` values that name another tier: dall-e-3's standard and hd keep their meaning."""
+QUALITY_STEP_FACTORS = {"low": 0.5, "medium": 1.0, "high": 2.0, "xhigh": 3.0, "max": 4.0}
+"""Each tier's steps as a multiple of the model's default (README, Request), within its maximum,
+unless `steps` is given: more steps are a finer trajectory, fewer a cheaper, coarser one."""
 NATURAL_GUIDANCE_FACTOR = 0.7
 """style="natural" scales the model's default guidance down: less saturated, less contrasted images."""
 DEFAULT_TRUE_CFG_SCALE = 4.0
@@ -37,6 +40,7 @@ def resolve_job(
     rows the job may read."""
     limits = pipeline.limits
     refuse_unused_parameters(request, pipeline.name, limits)
+    refuse_transparency(request)
     inputs = [open_input_image(data, "input_images") for data in request.input_images or ()]
     if limits.conditioning_sizes and len(inputs) != 1:
         raise InvalidParameter(
@@ -141,6 +145,24 @@ def refuse_unused_parameters(request: ImageRequest, model: str, limits: Limits) 
         )
 
 
+def refuse_transparency(request: ImageRequest) -> None:
+    if request.background == "transparent":
+        raise InvalidParameter(
+            "background='transparent' is not supported: the models make opaque RGB images. Supported: auto or opaque.",
+            param="background",
+        )
+
+
+def check_moderation(request: ImageRequest, low_allowed: bool) -> None:
+    """`moderation=low` changes no check here (README, Request); an operator who would rather say so
+    refuses it (IMAGEGEN_MODERATION_LOW=off)."""
+    if request.moderation == "low" and not low_allowed:
+        raise ParameterNotSupported(
+            "moderation='low' is turned off on this server: every prompt and image is checked as with auto.",
+            param="moderation",
+        )
+
+
 def resolve_adapters(request: ImageRequest) -> tuple[tuple[str, float], ...]:
     """(name, scale) per LoRA adapter: `lora_scale` one number for all (default 1.0) or one per adapter."""
     if request.lora_weights is None:
@@ -160,9 +182,15 @@ def resolve_adapters(request: ImageRequest) -> tuple[tuple[str, float], ...]:
     return tuple(zip(names, scales, strict=True))
 
 
+def quality_tier(request: ImageRequest) -> str:
+    """The gpt-image tier `quality` names (the response echoes it)."""
+    return QUALITY_TIERS.get(request.quality, request.quality)
+
+
 def resolve_steps(request: ImageRequest, limits: Limits) -> int:
     if request.steps is None:
-        return min(limits.default_steps * (HD_STEPS_FACTOR if request.quality == "hd" else 1), limits.max_steps)
+        steps = round(limits.default_steps * QUALITY_STEP_FACTORS[quality_tier(request)])
+        return min(max(steps, 1), limits.max_steps)
     if request.steps > limits.max_steps:
         raise InvalidParameter(f"`steps` must be between 1 and {limits.max_steps} for this model.", param="steps")
     return request.steps
@@ -180,9 +208,9 @@ def resolve_guidance(request: ImageRequest, limits: Limits) -> float:
 
 
 def resolve_size(request: ImageRequest, limits: Limits, input_size: tuple[int, int] | None) -> tuple[int, int]:
-    """`width`/`height` when given, else `size`, else the size the first input image sets
-    (`Limits.input_size`), else the model's default size."""
-    if request.width is None and request.height is None and request.size is None and input_size is not None:
+    """`width`/`height` when given, else `size`, else (or with `size=auto`) the size the first input
+    image sets (`Limits.input_size`), else the model's default size."""
+    if request.width is None and request.height is None and request.size in (None, "auto") and input_size is not None:
         return input_size
     if (request.width is None) != (request.height is None):
         raise InvalidParameter("Give both `width` and `height`, or neither.", param="width")
