@@ -23,7 +23,7 @@ from tests.harness import API_KEY, Server
 PROMPT = "The same harbor at night"
 MODEL = "flux-schnell"
 SIDE = 256
-EXTRA = {"seed": 7, "steps": 2}
+EXTRA = {"seed": 7, "steps": 4}
 """Model-specific fields the SDK sends through `extra_body` (form fields in a multipart edit)."""
 
 
@@ -67,14 +67,19 @@ def assert_refused(response: httpx.Response, status: int, code: str, param: str 
     assert (error["code"], error["param"]) == (code, param), error
 
 
-def test_sdk_edit_of_one_image_is_the_generations_img2img_image(server: Server) -> None:
+@pytest.mark.parametrize("model", ["flux-schnell", "flux-dev", "sdxl", "flux-kontext"])
+def test_sdk_edit_of_one_image_is_the_generations_input_images_image(server: Server, model: str) -> None:
+    """img2img (FLUX.1-schnell, -dev, SDXL) and Kontext's conditioning, as `input_images` runs them,
+    so their parity with diffusers (test_generations, test_sdxl, test_kontext) carries over."""
     source = encoded(picture())
     response = client(server).images.edit(
-        model=MODEL, image=("harbor.png", source, "image/png"), prompt=PROMPT, extra_body=EXTRA
+        model=model, image=("harbor.png", source, "image/png"), prompt=PROMPT, extra_body=EXTRA
     )
     assert response.data is not None and len(response.data) == 1
-    assert decode(response.data[0].b64_json or "").size == (SIDE, SIDE)  # size auto: the image's own
-    assert [response.data[0].b64_json] == generated(server, {"input_images": [base64.b64encode(source).decode()]})
+    expected = generated(server, {"model": model, "input_images": [base64.b64encode(source).decode()]})
+    assert [response.data[0].b64_json] == expected
+    if model != "flux-kontext":  # size auto: the image's own (Kontext's: its conditioning size)
+        assert decode(response.data[0].b64_json or "").size == (SIDE, SIDE)
 
 
 def test_sdk_edit_of_a_list_of_images_starts_image_i_from_input_i(server: Server) -> None:
