@@ -112,6 +112,8 @@ class Family:
     """The sizes listed by GET /v1/models (any other within the bounds is served too)."""
     default_strength: float
     """img2img's default `strength` (served only where a variant's parameters take `strength`)."""
+    default_inpaint_strength: float
+    """A masked edit's default `strength` (where a variant's parameters take `mask_image`)."""
     exporter: str
     """The module that describes and loads its components for export (`describe`, `load_modules`, `SOURCES`)."""
     pipeline: str

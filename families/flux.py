@@ -11,7 +11,7 @@ TRANSFORMER = Component("transformer", "denoiser")
 CLIP_MAX_TOKENS = 77
 
 IMG2IMG_PARAMETERS = frozenset(
-    {"steps", "width", "height", "negative_prompt", "true_cfg_scale", "input_images", "strength"}
+    {"steps", "width", "height", "negative_prompt", "true_cfg_scale", "input_images", "mask_image", "strength"}
 )
 
 FLUX = Family(
@@ -47,6 +47,7 @@ FLUX = Family(
     ),
     sizes=("1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536", "768x768", "512x512", "256x256"),
     default_strength=0.6,  # FluxImg2ImgPipeline's default
+    default_inpaint_strength=0.6,  # FluxInpaintPipeline's default
     exporter="export.flux",
     pipeline="frontend.pipelines.flux:FluxPipeline",
     latent_packing=2,  # FLUX packs 2x2 latent cells into one token

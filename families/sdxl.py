@@ -26,7 +26,7 @@ SDXL = Family(
             guidance=5.0,
             prompt_lengths={CLIP.name: CLIP_MAX_TOKENS, CLIP_2.name: CLIP_MAX_TOKENS},
             parameters=frozenset(
-                {"steps", "guidance", "negative_prompt", "width", "height", "input_images", "strength"}
+                {"steps", "guidance", "negative_prompt", "width", "height", "input_images", "mask_image", "strength"}
             ),
         ),
     ),
@@ -47,6 +47,8 @@ SDXL = Family(
         "256x256",
     ),
     default_strength=0.3,  # StableDiffusionXLImg2ImgPipeline's default
+    # StableDiffusionXLInpaintPipeline's default: below 1, so the known image still sets the start.
+    default_inpaint_strength=0.9999,
     exporter="export.sdxl",
     pipeline="frontend.pipelines.sdxl:SDXLPipeline",
 )

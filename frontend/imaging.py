@@ -22,6 +22,9 @@ INPUT_FORMATS = tuple(PIL_FORMATS.values())
 """Input images are read in the formats responses are written in, and no other: each format Pillow
 parses is code an attacker reaches (a BMP was decoded and used before this was set)."""
 DEFAULT_QUALITY = 90
+MASK_FORMATS = ("PNG",)
+"""A mask's alpha channel marks where to edit: OpenAI takes PNG masks alone."""
+FORMAT_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
 MAX_INPUT_PIXELS = 4096 * 4096
 """An input image may not decode to more pixels than this; a small file that claims more (a
 decompression bomb) is refused before its pixels are decoded."""
@@ -42,29 +45,35 @@ def open_input_image(data: str | bytes, param: str) -> Image.Image:
     """An image's bytes (a multipart file's), or base64 (or a data: URL holding it), opened from its
     header alone: its format and size are known, none of its pixels decoded, so every budget is checked
     before that work (`image_to_array` does it). Only the formats the API promises are even parsed."""
-    raw = data if isinstance(data, bytes) else _base64_bytes(data, param)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw), formats=INPUT_FORMATS)
-    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning, SyntaxError, ValueError):
-        raise _unreadable(param) from None
-    if image.width * image.height > MAX_INPUT_PIXELS:
-        raise InvalidParameter(
-            f"`{param}` is {image.width}x{image.height}; input images may have at most {MAX_INPUT_PIXELS} pixels.",
-            param=param,
-        )
-    return image
+    return _open(base64_bytes(data, param), INPUT_FORMATS, param)
 
 
-def _base64_bytes(data: str, param: str) -> bytes:
-    """The bytes of a base64 string or of a data: URL holding one."""
+def base64_bytes(data: str | bytes, param: str) -> bytes:
+    """The bytes of a base64 string or of a data: URL holding one; bytes (a multipart file's) as they are."""
+    if isinstance(data, bytes):
+        return data
     if data.startswith("data:"):
         data = data.partition(",")[2]
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidParameter(f"`{param}` is not valid base64.", param=param) from None
+
+
+def _open(raw: bytes, formats: tuple[str, ...], param: str) -> Image.Image:
+    """`raw` opened from its header alone, in one of `formats`, within MAX_INPUT_PIXELS."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw), formats=formats)
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning, SyntaxError, ValueError):
+        raise _unreadable(param, formats) from None
+    if image.width * image.height > MAX_INPUT_PIXELS:
+        raise InvalidParameter(
+            f"`{param}` is {image.width}x{image.height}; input images may have at most {MAX_INPUT_PIXELS} pixels.",
+            param=param,
+        )
+    return image
 
 
 def image_to_array(image: Image.Image, width: int, height: int, param: str) -> npt.NDArray[np.float32]:
@@ -79,5 +88,41 @@ def image_to_array(image: Image.Image, width: int, height: int, param: str) -> n
     return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
-def _unreadable(param: str) -> InvalidParameter:
-    return InvalidParameter(f"`{param}` is not a PNG, JPEG or WebP image Pillow can read.", param=param)
+def open_mask(data: bytes, image_size: tuple[int, int], param: str) -> Image.Image:
+    """An edit's mask, opened from its header alone, as OpenAI takes it: a PNG with an alpha channel
+    (its fully transparent pixels mark where to edit), the first input image's size exactly."""
+    mask = _open(data, MASK_FORMATS, param)
+    if mask.size != image_size:
+        raise InvalidParameter(
+            f"`{param}` is {mask.width}x{mask.height}; it must have the first input image's size, "
+            f"{image_size[0]}x{image_size[1]}.",
+            param=param,
+        )
+    if not mask.has_transparency_data:
+        raise InvalidParameter(
+            f"`{param}` has no alpha channel: give a PNG (RGBA) whose fully transparent pixels mark where to edit.",
+            param=param,
+        )
+    return mask
+
+
+def mask_to_array(mask: Image.Image, width: int, height: int, param: str) -> npt.NDArray[np.float32]:
+    """Decode an opened mask as diffusers' inpaint pipelines take a mask image: (1, height, width)
+    float32, 1 where to repaint (alpha 0, diffusers' white) and 0 where to keep, resized with Lanczos
+    as the image is and binarized at 0.5, as their `mask_processor` does (VaeImageProcessor with
+    do_binarize, do_convert_grayscale)."""
+    try:
+        alpha = np.asarray(mask.convert("RGBA").getchannel("A"))
+    except (OSError, SyntaxError, ValueError):
+        raise _unreadable(param, MASK_FORMATS) from None
+    white = Image.fromarray(np.where(alpha == 0, 255, 0).astype(np.uint8), mode="L")
+    if white.size != (width, height):
+        white = white.resize((width, height), Image.Resampling.LANCZOS)
+    repaint = np.asarray(white, dtype=np.float32) / np.float32(255) >= 0.5
+    return repaint.astype(np.float32)[np.newaxis]
+
+
+def _unreadable(param: str, formats: tuple[str, ...] = INPUT_FORMATS) -> InvalidParameter:
+    *others, last = (FORMAT_NAMES[name] for name in formats)
+    kinds = f"{', '.join(others)} or {last}" if others else last
+    return InvalidParameter(f"`{param}` is not a {kinds} image Pillow can read.", param=param)

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from PIL import Image
 
 from frontend.api.protocol import MODEL_PARAMETERS, ImageRequest
 from frontend.errors import InvalidParameter, ParameterNotSupported
-from frontend.imaging import image_to_array, open_input_image
+from frontend.imaging import base64_bytes, image_to_array, mask_to_array, open_input_image, open_mask
 from frontend.pipelines.job import GenerationJob, Limits
 from frontend.pipelines.noise import image_seeds
 from frontend.pipelines.pipeline import DiffusionPipeline
@@ -51,6 +52,7 @@ def resolve_job(
         raise InvalidParameter(
             f"Give 1 input image, or one per output image (n={request.n}); got {len(inputs)}.", param="input_images"
         )
+    mask = open_request_mask(request, inputs)
     input_size = limits.input_size(*inputs[0].size) if inputs else None
     width, height = resolve_size(request, limits, input_size)
     job = GenerationJob(
@@ -62,12 +64,13 @@ def resolve_job(
         guidance=resolve_guidance(request, limits),
         negative_prompt=request.negative_prompt,
         true_cfg_scale=request.true_cfg_scale or (DEFAULT_TRUE_CFG_SCALE if request.negative_prompt else 1.0),
-        strength=request.strength if request.strength is not None else limits.default_strength,
+        strength=resolve_strength(request, limits),
         adapters=resolve_adapters(request),
         caller=caller,
     )
     conditioning = input_size[0] * input_size[1] if input_size is not None and limits.conditioning_sizes else 0
-    budget.check(job, pipeline.passes(job), sum(image.width * image.height for image in inputs), conditioning)
+    input_pixels = sum(image.width * image.height for image in [*inputs, *([mask] if mask else [])])
+    budget.check(job, pipeline.passes(job), input_pixels, conditioning)
     if not inputs:
         return job
     if input_size is not None and limits.conditioning_sizes:  # one image conditions every output, at its own size
@@ -79,7 +82,34 @@ def resolve_job(
         )
     # With k input images and n outputs, k is 1 (every image starts from it) or n (image i from input i).
     arrays = [image_to_array(image, width, height, "input_images") for image in inputs]
-    return replace(job, init_images=np.stack(arrays * request.n if len(arrays) == 1 else arrays))
+    job = replace(job, init_images=np.stack(arrays * request.n if len(arrays) == 1 else arrays))
+    if mask is None:
+        return job
+    # One mask for every input image, so the same for every output: a view, not n copies.
+    masks = np.broadcast_to(mask_to_array(mask, width, height, MASK_PARAM), (request.n, 1, height, width))
+    return replace(job, masks=masks)
+
+
+MASK_PARAM = "mask_image"
+
+
+def open_request_mask(request: ImageRequest, inputs: list[Image.Image]) -> Image.Image | None:
+    """The request's mask, opened from its header (`open_mask`): where to edit the input images, so a
+    mask without one is refused."""
+    if request.mask_image is None:
+        return None
+    if not inputs:
+        raise InvalidParameter(
+            f"`{MASK_PARAM}` marks where to edit an input image: give the image in `input_images`.", param=MASK_PARAM
+        )
+    return open_mask(base64_bytes(request.mask_image, MASK_PARAM), inputs[0].size, MASK_PARAM)
+
+
+def resolve_strength(request: ImageRequest, limits: Limits) -> float:
+    """`strength`, else the default of the diffusers pipeline the edit mirrors (img2img or inpaint)."""
+    if request.strength is not None:
+        return request.strength
+    return limits.default_inpaint_strength if request.mask_image is not None else limits.default_strength
 
 
 @dataclass(frozen=True)
@@ -116,7 +146,8 @@ class RequestBudget:
             )
         if input_pixels > self.max_pixels:
             raise InvalidParameter(
-                f"The input images hold {input_pixels} pixels together; a request may send at most {self.max_pixels}.",
+                f"The input images (and mask) hold {input_pixels} pixels together; "
+                f"a request may send at most {self.max_pixels}.",
                 param="input_images",
             )
 

@@ -122,6 +122,8 @@ class ImageRequest(BaseModel):
     negative_prompt: Text | None = Field(default=None, max_length=MAX_PROMPT_CHARACTERS)
     true_cfg_scale: float | None = Field(default=None, ge=1)
     input_images: list[InputImage] | None = Field(default=None, min_length=1, max_length=MAX_INPUT_IMAGES)
+    mask_image: InputImage | None = None
+    """A base64 PNG the first input image's size whose fully transparent pixels mark where to edit."""
     strength: float | None = Field(default=None, gt=0, le=1)
     lora_weights: AdapterName | AdapterNames | None = None
     """Registered LoRA adapters (`imagegen lora list`), one name or up to MAX_ADAPTERS."""
@@ -137,6 +139,7 @@ MODEL_PARAMETERS = (
     "width",
     "height",
     "input_images",
+    "mask_image",
     "strength",
     "lora_weights",
     "lora_scale",

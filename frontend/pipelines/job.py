@@ -30,6 +30,9 @@ class GenerationJob:
     resized to the job's size; output image i starts from init_images[i]. A model with
     `Limits.conditioning_sizes` (Kontext): shape (1, 3, h, w), the one image that conditions every
     output, at the conditioning size its aspect ratio picks."""
+    masks: npt.NDArray[np.float32] | None = None
+    """Inpainting (with `init_images`): shape (n, 1, height, width), 1 where image i is repainted and
+    0 where `init_images[i]` is kept, as diffusers' mask processor gives it (pipelines/inpainting.py)."""
     strength: float = 1.0
     """img2img: the share of the schedule run from the noised input image."""
     adapters: tuple[tuple[str, float], ...] = ()
@@ -70,6 +73,7 @@ class Limits:
     default_guidance: float
     max_guidance: float
     default_strength: float
+    default_inpaint_strength: float
     parameters: frozenset[str]
     """The model-specific request parameters this model uses (e.g. "guidance", "negative_prompt")."""
     conditioning_sizes: tuple[str, ...] = ()
@@ -104,6 +108,7 @@ class Limits:
             default_guidance=float(metadata["default_guidance"]),
             max_guidance=family.max_guidance,
             default_strength=family.default_strength,
+            default_inpaint_strength=family.default_inpaint_strength,
             parameters=parameters,
             conditioning_sizes=family.conditioning_sizes,
         )

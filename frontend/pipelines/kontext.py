@@ -21,6 +21,7 @@ from families.family import VAE_ENCODER
 from families.kontext import KONTEXT
 from frontend.accounting import InferenceClock
 from frontend.pipelines.flux import FluxPipeline, latent_image_ids, pack_latents
+from frontend.pipelines.inpainting import KnownRegion
 from frontend.pipelines.job import GenerationJob
 from frontend.pipelines.pipeline import PromptEmbeddings
 from frontend.pipelines.schedulers import FlowMatchEuler
@@ -47,9 +48,9 @@ class KontextPipeline(FluxPipeline):
 
     async def prepare_latents(
         self, job: GenerationJob, sigmas: npt.NDArray[np.float32], clock: InferenceClock
-    ) -> tuple[int, npt.NDArray[np.float32]]:
+    ) -> tuple[int, npt.NDArray[np.float32], KnownRegion | None]:
         """The seeds' noise from the first step: the input image conditions the denoiser (`conditioning`)."""
-        return 0, self.noise(job) * self.scheduler.init_noise_sigma(sigmas)
+        return 0, self.noise(job) * self.scheduler.init_noise_sigma(sigmas), None
 
     async def conditioning(
         self, job: GenerationJob, embeddings: PromptEmbeddings, clock: InferenceClock

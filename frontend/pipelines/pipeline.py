@@ -25,8 +25,10 @@ from families.family import TOKENIZER, VAE_DECODER, VAE_ENCODER, Family
 from families.triton_models import model_name
 from frontend.accounting import InferenceClock
 from frontend.adapters import LORA_PARAMETERS, LoraLayout, denoiser_inputs
+from frontend.pipelines.inpainting import KnownRegion, latent_mask
 from frontend.pipelines.job import Generation, GenerationJob, Limits
 from frontend.pipelines.noise import noise_batch
+from frontend.pipelines.previews import Previews, preview_steps
 from frontend.pipelines.prompt_cache import Encoded, PromptCache
 from frontend.pipelines.schedulers import Scheduler
 from frontend.pipelines.stages import decode_latents, encode_images, tokenize
@@ -158,12 +160,15 @@ class DiffusionPipeline(ABC):
         pass beside each image, else 1 (the work budget counts them)."""
         return 1 if self.guidance_scale(job) is None else 2
 
-    async def generate(self, job: GenerationJob, progress: Progress) -> Generation:
+    async def generate(self, job: GenerationJob, progress: Progress, previews: Previews | None = None) -> Generation:
+        """`previews`: where previews of the images go while they are denoised (previews.py)."""
         clock = InferenceClock()
         embeddings, truncated = await self.encode_prompt(job, clock)
         sigmas, timesteps = self.schedule(job)
-        start, latents = await self.prepare_latents(job, sigmas, clock)
-        latents = await self.denoise(self.pack(latents), embeddings, job, (sigmas, timesteps), start, clock, progress)
+        start, latents, known = await self.prepare_latents(job, sigmas, clock)
+        latents = await self.denoise(
+            self.pack(latents), embeddings, job, (sigmas, timesteps), start, clock, progress, previews, known
+        )
         images = await decode_latents(self.triton, self._model(VAE_DECODER.name), self.unpack(latents, job), clock)
         return Generation(images=images, compute_seconds=clock.seconds, prompt_truncated=truncated)
 
@@ -209,17 +214,26 @@ class DiffusionPipeline(ABC):
 
     async def prepare_latents(
         self, job: GenerationJob, sigmas: npt.NDArray[np.float32], clock: InferenceClock
-    ) -> tuple[int, npt.NDArray[np.float32]]:
-        """(first step, its unpacked latents): the seeds' noise at the schedule's start, or the input
-        images' latents noised with it to the sigma of the first step that `strength` keeps."""
+    ) -> tuple[int, npt.NDArray[np.float32], KnownRegion | None]:
+        """(first step, its unpacked latents, what a masked edit keeps): the seeds' noise at the
+        schedule's start, or the input images' latents noised with it to the sigma of the first step
+        that `strength` keeps. A masked edit at strength 1 starts from the noise alone, as
+        StableDiffusionXLInpaintPipeline's `is_strength_max` does (FLUX's first sigma, 1, gives the
+        noise alone either way)."""
         noise = self.noise(job)
         if job.init_images is None:
-            return 0, noise * self.scheduler.init_noise_sigma(sigmas)
+            return 0, noise * self.scheduler.init_noise_sigma(sigmas), None
         start = self.img2img_start(job.steps, job.strength)
         image_latents = await encode_images(
             self.triton, self._model(VAE_ENCODER.name), job.init_images, job.seeds, clock
         )
-        return start, self.scheduler.add_noise(image_latents, noise, sigmas[start])
+        known = None
+        if job.masks is not None:
+            mask = np.repeat(latent_mask(job.masks, self.vae_scale_factor), self.latent_channels, axis=1)
+            known = KnownRegion(self.pack(image_latents), self.pack(noise), self.pack(mask))
+            if job.strength == 1:
+                return start, noise * self.scheduler.init_noise_sigma(sigmas), known
+        return start, self.scheduler.add_noise(image_latents, noise, sigmas[start]), known
 
     async def denoise(
         self,
@@ -230,10 +244,14 @@ class DiffusionPipeline(ABC):
         start: int,
         clock: InferenceClock,
         progress: Progress,
+        previews: Previews | None = None,
+        known: KnownRegion | None = None,
     ) -> npt.NDArray[np.float32]:
         """The loop from step `start`: one denoiser call per step for the whole batch, the
-        unconditional rows (under guidance) riding in the same call before the conditional ones."""
+        unconditional rows (under guidance) riding in the same call before the conditional ones;
+        a masked edit's `known` region blended back after each step."""
         sigmas, timesteps = schedule
+        previewed = preview_steps(start, len(timesteps), previews.count) if previews else frozenset()
         n = len(latents)
         scale = self.guidance_scale(job)
         copies = self.passes(job)
@@ -250,6 +268,28 @@ class DiffusionPipeline(ABC):
                 if scale is not None:
                     unconditional, conditional = noise_pred[:n], noise_pred[n:]
                     noise_pred = unconditional + np.float32(scale) * (conditional - unconditional)
+                if previews and index in previewed:
+                    await self.preview(latents, noise_pred, sigmas[index], job, clock, previews, known)
                 latents = self.scheduler.step(latents, noise_pred, sigmas[index], sigmas[index + 1])
+                if known is not None:
+                    latents = known.blend(latents, self.scheduler, sigmas[index + 1])
                 progress.stepped(index + 1, len(timesteps))
         return latents
+
+    async def preview(
+        self,
+        latents: npt.NDArray[np.float32],
+        noise_pred: npt.NDArray[np.float32],
+        sigma: np.float32,
+        job: GenerationJob,
+        clock: InferenceClock,
+        previews: Previews,
+        known: KnownRegion | None,
+    ) -> None:
+        """The clean latents as a step's noise prediction estimates them (a masked edit's kept region:
+        the input image's), decoded by the model's VAE and shown; the loop's latents are only read."""
+        estimate = self.scheduler.denoised(latents, noise_pred, sigma)
+        if known is not None:
+            estimate = known.blend(estimate, self.scheduler, np.float32(0))
+        images = await decode_latents(self.triton, self._model(VAE_DECODER.name), self.unpack(estimate, job), clock)
+        await previews.show(images, clock)

@@ -48,3 +48,20 @@ def png_base64(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def openai_mask(width: int, height: int) -> Image.Image:
+    """An edit mask in OpenAI's convention: RGBA, fully transparent (edit) in an ellipse right of centre,
+    opaque elsewhere but for a half-transparent band, which is kept (only alpha 0 marks an edit)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    y, x = y / height, x / width
+    alpha = np.full((height, width), 255, dtype=np.uint8)
+    alpha[(x - 0.62) ** 2 / 0.06 + (y - 0.45) ** 2 / 0.1 < 1] = 0
+    alpha[(y > 0.1) & (y < 0.15)] = 128
+    return Image.fromarray(np.dstack([np.full((height, width, 3), 90, dtype=np.uint8), alpha]), mode="RGBA")
+
+
+def diffusers_mask(mask: Image.Image) -> Image.Image:
+    """OpenAI's mask as diffusers' `mask_image`: white (repaint) where the alpha is 0, black elsewhere."""
+    alpha = np.asarray(mask.getchannel("A"))
+    return Image.fromarray(np.where(alpha == 0, 255, 0).astype(np.uint8), mode="L")
