@@ -121,73 +121,68 @@ def service(
     return Webhooks(store, sealer, WebhookTargets(allowed), policy)
 
 
-def test_a_delivery_arrives_signed_and_verifies_with_standard_webhooks(tmp_path: Path, sealer: Sealer) -> None:
-    async def scenario() -> None:
-        store = await connect(str(tmp_path / "imagegen.db"))
+@dataclass(frozen=True)
+class Delivered:
+    record: DeliveryRecord
+    received: list[tuple[dict[str, str], bytes]]
+    """The receiver's requests: headers (lower-case names) and body."""
+    secret: str
+
+
+def deliver_one(store_file: Path, sealer: Sealer, answers: list[int]) -> Delivered:
+    """One job's delivery to a receiver answering `answers` (then 200), until it ends."""
+
+    async def scenario() -> Delivered:
+        store = await connect(str(store_file))
         secret = await replace_secret(store, sealer, PRINCIPAL)
         webhooks = service(store, sealer)
-        with receiving() as receiver:
+        with receiving(answers) as receiver:
             async with delivering(webhooks):
                 url = await webhooks.check_url(PRINCIPAL, receiver.url)
-                delivery_id = await webhooks.enqueue(PRINCIPAL, "job_1", url, "image.job.succeeded", PAYLOAD)
+                await webhooks.enqueue(PRINCIPAL, "job_1", url, "image.job.succeeded", PAYLOAD)
                 record = await eventually(ended(store, "job_1"))
         store.close()
-        [(headers, body)] = receiver.received
-        event = Webhook(secret).verify(body, headers)
-        assert event["type"] == "image.job.succeeded"
-        assert event["data"] == PAYLOAD
-        assert headers["webhook-id"] == delivery_id
-        assert headers["content-type"] == "application/json"
-        assert (record.status, [a.response_status for a in record.attempts]) == ("delivered", [200])
-        with pytest.raises(Exception, match="No matching signature"):
-            Webhook(secret).verify(body.replace(b"succeeded", b"failed"), headers)
+        return Delivered(record, receiver.received, secret)
 
-    asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_a_delivery_arrives_signed_and_verifies_with_standard_webhooks(tmp_path: Path, sealer: Sealer) -> None:
+    delivered = deliver_one(tmp_path / "imagegen.db", sealer, [])
+    [(headers, body)] = delivered.received
+    event = Webhook(delivered.secret).verify(body, headers)
+    assert event["type"] == "image.job.succeeded"
+    assert event["data"] == PAYLOAD
+    assert headers["webhook-id"] == delivered.record.id
+    assert headers["content-type"] == "application/json"
+    assert (delivered.record.status, [a.response_status for a in delivered.record.attempts]) == ("delivered", [200])
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(delivered.secret).verify(body.replace(b"succeeded", b"failed"), headers)
 
 
 def test_a_receiver_that_fails_twice_gets_the_third_attempt_every_attempt_recorded(
     tmp_path: Path, sealer: Sealer
 ) -> None:
-    async def scenario() -> None:
-        store = await connect(str(tmp_path / "imagegen.db"))
-        secret = await replace_secret(store, sealer, PRINCIPAL)
-        webhooks = service(store, sealer)
-        with receiving([500, 503]) as receiver:
-            async with delivering(webhooks):
-                await webhooks.enqueue(PRINCIPAL, "job_1", receiver.url, "image.job.succeeded", PAYLOAD)
-                record = await eventually(ended(store, "job_1"))
-        store.close()
-        assert record.status == "delivered"
-        assert [(a.number, a.response_status, a.error) for a in record.attempts] == [
-            (1, 500, "answered 500"),
-            (2, 503, "answered 503"),
-            (3, 200, None),
-        ]
-        # One message, one id: a receiver can drop a repeat; each attempt signed afresh.
-        assert len({headers["webhook-id"] for headers, _ in receiver.received}) == 1
-        Webhook(secret).verify(receiver.received[-1][1], receiver.received[-1][0])
-
-    asyncio.run(scenario())
+    delivered = deliver_one(tmp_path / "imagegen.db", sealer, [500, 503])
+    assert delivered.record.status == "delivered"
+    assert [(a.number, a.response_status, a.error) for a in delivered.record.attempts] == [
+        (1, 500, "answered 500"),
+        (2, 503, "answered 503"),
+        (3, 200, None),
+    ]
+    # One message, one id: a receiver can drop a repeat; each attempt signed afresh.
+    assert len({headers["webhook-id"] for headers, _ in delivered.received}) == 1
+    Webhook(delivered.secret).verify(delivered.received[-1][1], delivered.received[-1][0])
 
 
 def test_a_delivery_failing_every_attempt_ends_failed_and_a_redirect_is_not_followed(
     tmp_path: Path, sealer: Sealer
 ) -> None:
-    async def scenario() -> None:
-        store = await connect(str(tmp_path / "imagegen.db"))
-        await replace_secret(store, sealer, PRINCIPAL)
-        webhooks = service(store, sealer)
-        with receiving([302, 500, 500]) as receiver:
-            async with delivering(webhooks):
-                await webhooks.enqueue(PRINCIPAL, "job_1", receiver.url, "image.job.failed", PAYLOAD)
-                record = await eventually(ended(store, "job_1"))
-        store.close()
-        assert record.status == "failed"
-        assert [a.response_status for a in record.attempts] == [302, 500, 500]
-        assert record.attempts[0].error == "answered 302 (redirects are not followed)"
-        assert len(receiver.received) == 3  # nothing went to /elsewhere
-
-    asyncio.run(scenario())
+    delivered = deliver_one(tmp_path / "imagegen.db", sealer, [302, 500, 500])
+    assert delivered.record.status == "failed"
+    assert [a.response_status for a in delivered.record.attempts] == [302, 500, 500]
+    assert delivered.record.attempts[0].error == "answered 302 (redirects are not followed)"
+    assert len(delivered.received) == 3  # nothing went to /elsewhere
 
 
 def test_a_pending_delivery_survives_a_restart(tmp_path: Path, sealer: Sealer) -> None:
