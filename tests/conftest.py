@@ -51,6 +51,15 @@ def schnell_repository(model_repository: Path, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="session")
+def version_2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny flux-schnell built with another seed: other weights, so images tell a version 2
+    exported from it apart from version 1 (the rollout tests)."""
+    from export.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint("flux-schnell", tmp_path_factory.mktemp("version-2") / "flux-schnell", seed=1)
+
+
+@pytest.fixture(scope="session")
 def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # The suite sends far more requests with the operator's key than a person would, and signs in to
     # many accounts from one address; the rate-limit tests use plans and servers with limits of their own.
@@ -69,11 +78,17 @@ def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def strict_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A second server whose image-safety threshold refuses every image, whose prompt policy refuses
-    prompts naming a forbidden fruit, and whose browser sessions last one second."""
+    prompts naming a forbidden fruit, which refuses `moderation=low`, and whose browser sessions last
+    one second."""
     state = tmp_path_factory.mktemp("strict")
     policy = state / "prompt_policy.txt"
     policy.write_text("forbidden & fruit\n")  # a rule: both words, in any order
-    settings = {"IMAGEGEN_SAFETY_THRESHOLD": "0", "IMAGEGEN_PROMPT_POLICY": str(policy), "IMAGEGEN_SESSION_TTL": "1"}
+    settings = {
+        "IMAGEGEN_SAFETY_THRESHOLD": "0",
+        "IMAGEGEN_PROMPT_POLICY": str(policy),
+        "IMAGEGEN_SESSION_TTL": "1",
+        "IMAGEGEN_MODERATION_LOW": "off",
+    }
     with serving(model_repository, state, settings=settings) as running:
         yield running
 

@@ -18,7 +18,7 @@ from openai import BadRequestError, OpenAI
 from PIL import Image
 
 from tests.e2e.images import AUTH, decode, png_base64, post
-from tests.harness import API_KEY, Server
+from tests.harness import API_KEY, Server, wait_until
 
 PROMPT = "The same harbor at night"
 MODEL = "flux-schnell"
@@ -267,3 +267,39 @@ def test_multipart_is_refused_on_generations(server: Server) -> None:
         f"{server.base_url}/images/generations", files=[("image", ("a.png", b"x", "image/png"))], headers=AUTH
     )
     assert_refused(response, 415, "VALIDATION_4150", None)
+
+
+def test_a_multipart_edit_run_as_a_job_gives_the_synchronous_image(server: Server) -> None:
+    """The files are bytes in the request; a job stores the request as JSON (base64) and reads it back."""
+    form = {"model": MODEL, "prompt": PROMPT, "seed": "7", "steps": "4"}
+    files = [("image", ("a.png", encoded(picture()), "image/png")), ("mask", ("m.png", encoded(mask()), "image/png"))]
+    synchronous = edit_form(server, form, files)
+    assert synchronous.status_code == 200, synchronous.text
+    accepted = httpx.post(
+        f"{server.base_url}/images/edits",
+        data=form,
+        files=files,
+        headers={**AUTH, "Prefer": "respond-async"},
+        timeout=60,
+    )
+    assert accepted.status_code == 202, accepted.text
+    link = f"{server.root}{accepted.headers['location']}"
+    done = wait_until(
+        lambda: (job := httpx.get(link, headers=AUTH).json())["status"] in ("succeeded", "failed") and job,
+        120,
+        "the edit's job ending",
+        interval=0.1,
+    )
+    assert done["status"] == "succeeded", done
+    assert done["result"]["data"] == synchronous.json()["data"]
+
+
+def test_an_operator_can_refuse_moderation_low(server: Server, strict_server: Server) -> None:
+    body = {"model": MODEL, "prompt": PROMPT, "size": "256x256", "moderation": "low"}
+    assert post(server, body).status_code == 200
+    assert_refused(post(strict_server, body), 400, "VALIDATION_4006", "moderation")
+
+
+def test_an_edit_past_the_body_limit_is_413_before_it_is_parsed(guarded_server: Server) -> None:
+    large = ("large.png", b"\0" * (1024 * 1024 + 1), "image/png")  # the guarded server's limit: 1 MiB
+    assert_refused(edit_form(guarded_server, {"prompt": PROMPT}, [("image", large)]), 413, "VALIDATION_4130", None)
