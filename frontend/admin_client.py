@@ -8,6 +8,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 COMMANDS = ("rollout", "rollback", "status")
@@ -25,7 +26,7 @@ def add_commands(commands: Any) -> None:
     rollout.add_argument("--canary", type=float, metavar="PERCENT", help="send only this share of requests to it")
     rollback = commands.add_parser("rollback", help="end a canary, else return to the previous version")
     rollback.add_argument("model")
-    commands.add_parser("status", help="what each running frontend serves")
+    commands.add_parser("status", help="what each running frontend serves, and each Triton server holds")
     for parser in (rollout, rollback, commands.choices["status"]):
         parser.add_argument("--url", default=DEFAULT_URL, help=f"a frontend's address (default {DEFAULT_URL})")
         parser.add_argument("--key", help="a key with the admin.models scope (default: $IMAGEGEN_API_KEY)")
@@ -93,6 +94,17 @@ def print_status(answer: dict[str, Any]) -> None:
                     ", ".join(in_flight) or "0",
                 )
             )
+    print_rows(rows)
+    servers = [("TRITON SERVER", "STATE", "IN FLIGHT", "MODEL", "VERSIONS")]
+    for server in answer.get("triton_servers", []):
+        for model, versions in server["models"].items() or [("-", [])]:
+            ready = ", ".join(f"v{version}" for version in versions) or "-"
+            servers.append((server["server"], server["state"], str(server["in_flight"]), model, ready))
+    print()
+    print_rows(servers)
+
+
+def print_rows(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -48,7 +48,7 @@ from frontend.safety import SafetyFilter
 from frontend.services import Services
 from frontend.settings import Settings
 from frontend.store import Store
-from frontend.triton import TritonClient
+from frontend.triton_pool import PoolAddress, TritonPool
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,14 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when Triton answers and every model in it is ready: the signal a load balancer routes by.
-    Also reports, per model, generations running and queued."""
+    """Ready while a Triton server of the pool answers and holds every routed version: the signal a
+    load balancer routes by. Also reports, per model, generations running and queued, and how many
+    servers serve and how many are degraded (`imagegen status` names them)."""
     services = Services.of(request)
-    if not await services.triton.ready():
-        return error_response(InferenceUnavailable("Triton is not reachable or a model is not ready."))
-    return JSONResponse({"status": "ready", "models": services.admission.load()})
+    servers = services.pool.readiness(services.routing.routed_models())
+    if not servers["serving"]:
+        return error_response(InferenceUnavailable("No Triton server is reachable and holds every routed version."))
+    return JSONResponse({"status": "ready", "models": services.admission.load(), "triton_servers": servers})
 
 
 async def to_studio(request: Request) -> RedirectResponse:
@@ -110,19 +112,19 @@ async def follow_operator_changes(services: Services) -> None:
 
 
 async def start_services(
-    settings: Settings, store: Store, triton: TritonClient, admission: Admission, metrics: Metrics
+    settings: Settings, store: Store, pool: TritonPool, admission: Admission, metrics: Metrics
 ) -> Services:
-    """Every service a route reads, once Triton is connected (the catalog and the safety filter ask it)."""
-    catalog_source = CatalogSource(triton, settings.catalog, settings.aliases, settings.default_model)
+    """Every service a route reads, once the Triton pool is probed (the catalog and the safety filter ask it)."""
+    catalog_source = CatalogSource(pool, settings.catalog, settings.aliases, settings.default_model)
     # Routing and rollouts follow the catalog as reloaded: they read it from the services, when called.
-    routing = Routing(store, f"{socket.gethostname()}:{settings.port}", lambda: services.catalog)
+    routing = Routing(store, f"{socket.gethostname()}:{settings.port}", lambda: services.catalog, pool)
     session_secret = settings.session_secret or kept_secret(settings.state_dir / "session_secret", random_token)
     openapi = document()
     if settings.metrics_port is not None:
         del openapi["paths"]["/metrics"]
     services = Services(
         settings=settings,
-        triton=triton,
+        pool=pool,
         catalog_source=catalog_source,
         catalog=await catalog_source.load(),
         auth=Authenticator(store, Sessions(store, session_secret, settings.session_ttl_seconds)),
@@ -134,8 +136,8 @@ async def start_services(
         adapters=Adapters(store, settings.lora_folder),
         progress=ProgressBoard(),
         routing=routing,
-        rollouts=Rollouts(triton, routing, lambda: services.catalog, settings.request_timeout),
-        safety=await SafetyFilter.load(settings.prompt_policy, triton, settings.safety_threshold),
+        rollouts=Rollouts(pool, routing, lambda: services.catalog, settings.request_timeout),
+        safety=await SafetyFilter.load(settings.prompt_policy, pool, settings.safety_threshold),
         metrics=metrics,
         openapi=openapi,
         started=int(time.time()),
@@ -155,21 +157,27 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        triton = TritonClient(
-            triton_url, settings.triton_timeout, settings.triton_secret, bool(settings.triton_shared_memory)
+        pool = TritonPool(
+            PoolAddress.parse(triton_url),
+            settings.triton_timeout,
+            settings.triton_secret,
+            bool(settings.triton_shared_memory),
         )
         try:
-            services = app.state.services = await start_services(settings, store, triton, admission, metrics)
+            await pool.refresh()
+            metrics.watch_pool(pool)
+            services = app.state.services = await start_services(settings, store, pool, admission, metrics)
             await services.routing.refresh()  # the routing table is followed before the first request
-            follower = asyncio.create_task(follow_operator_changes(services))
+            tasks = [asyncio.create_task(pool.watch()), asyncio.create_task(follow_operator_changes(services))]
             with metrics.served_on(settings.host, settings.metrics_port):
                 yield
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await services.routing.leave()
         finally:
-            await triton.close()
+            await pool.close()
 
     app = Starlette(
         routes=[

@@ -35,6 +35,7 @@ from families.triton_models import PIPELINE_PARAMETER
 from frontend.errors import ModelNotFound
 from frontend.pipelines.pipeline import DiffusionPipeline
 from frontend.triton import TritonClient
+from frontend.triton_pool import TritonPool
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +206,11 @@ def served_pipeline(model: str, metadata: Mapping[str, Any], triton: TritonClien
 
 
 class CatalogSource:
-    """Where the catalog comes from: Triton's pipelines and the operator's file, re-read when it changes."""
+    """Where the catalog comes from: Triton's pipelines (asked of one server of the pool: they serve one
+    model repository) and the operator's file, re-read when it changes."""
 
-    def __init__(self, triton: TritonClient, path: Path | None, aliases: Mapping[str, str], default_model: str) -> None:
-        self.triton = triton
+    def __init__(self, pool: TritonPool, path: Path | None, aliases: Mapping[str, str], default_model: str) -> None:
+        self.pool = pool
         self.path = path
         self._defaults = CatalogConfig(aliases=dict(aliases), default_model=default_model)
         self._digest: bytes | None = None
@@ -219,7 +221,7 @@ class CatalogSource:
         # A file that does not parse is read again once it changes again.
         self._digest = self._content_digest()
         config = self._defaults if self.path is None else CatalogConfig.read(self.path)
-        return await discover(self.triton, config)
+        return await discover(self.pool.pick(()).client, config)
 
     def changed(self) -> bool:
         return self.path is not None and self._content_digest() != self._digest

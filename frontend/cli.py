@@ -115,7 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--model-repository", type=Path)
-    serve.add_argument("--triton-url", help="host:port of a running Triton's HTTP endpoint")
+    serve.add_argument(
+        "--triton-url",
+        help="running Tritons' HTTP endpoints, one pool: host:port,host:port or dns://NAME:PORT (every address)",
+    )
     serve.add_argument(
         "--forwarded-allow-ips", help="the proxies (addresses or networks) whose X-Forwarded-* headers are believed"
     )
@@ -193,6 +196,7 @@ def serve_command(args: argparse.Namespace) -> None:
 
     from frontend.app import create_app
     from frontend.embedded_triton import EmbeddedTriton, trace_args
+    from frontend.triton_pool import PoolAddress
 
     settings = Settings.from_env()
     overrides = {
@@ -203,6 +207,8 @@ def serve_command(args: argparse.Namespace) -> None:
         "forwarded_allow_ips": args.forwarded_allow_ips,
     }
     settings = replace(settings, **{key: value for key, value in overrides.items() if value is not None})
+    if settings.triton_url is not None:
+        PoolAddress.parse(settings.triton_url)  # a malformed list is refused before anything starts
     owner_only_folder(settings.state_dir)
     key_file = settings.state_dir / "api_key"
     generated = settings.api_key is None and not key_file.is_file()

@@ -127,8 +127,9 @@ class EmbeddedTriton:
     restarts it (with backoff) if it dies while it should run.
 
     Ports given as 0 are replaced by free ones; ``grpc_port``/``metrics_port`` of None disable those
-    endpoints. Each start() makes a new ``secret``: without it in ``SECRET_HEADER``, another local
-    user cannot load, unload or replace models through the port (RESTRICTED_APIS). ``state_dir``
+    endpoints. Each start() makes a new ``secret`` unless one is given (servers of one pool share
+    theirs): without it in ``SECRET_HEADER``, another local user cannot load, unload or replace
+    models through the port (RESTRICTED_APIS). ``state_dir``
     holds the assembled backend folder and ``triton.log``; two running servers must not share it.
     """
 
@@ -140,6 +141,7 @@ class EmbeddedTriton:
         metrics_port: int | None = 8002,
         grpc_port: int | None = None,
         extra_args: Sequence[str] = (),
+        secret: str | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.state_dir = Path(state_dir).resolve()
@@ -148,6 +150,7 @@ class EmbeddedTriton:
         self.grpc_port = None if grpc_port is None else grpc_port or _free_port()
         self.extra_args = tuple(extra_args)
         self.log_path = self.state_dir / "triton.log"
+        self._given_secret = secret
         self.secret = ""
         # Unique per instance, so stop() removes exactly this server's regions.
         self._shm_prefix = f"triton_embedded_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
@@ -156,6 +159,11 @@ class EmbeddedTriton:
         self._ready_timeout = 120.0
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The running tritonserver's process id (another after each restart); None while none runs."""
+        return None if self._process is None else self._process.pid
 
     @property
     def url(self) -> str:
@@ -170,7 +178,7 @@ class EmbeddedTriton:
         if not self.model_repository.is_dir():
             raise EmbeddedTritonError(f"model repository not found: {self.model_repository}")
         self._ready_timeout = ready_timeout
-        self.secret = secrets.token_urlsafe(32)
+        self.secret = self._given_secret or secrets.token_urlsafe(32)
         self._stopping.clear()
         self._launch()
         self._supervisor = threading.Thread(target=self._supervise, name="triton-supervisor", daemon=True)

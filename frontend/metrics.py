@@ -26,12 +26,13 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from frontend.admission import Admission
 from frontend.store.ledger import UsageRecord
+from frontend.triton_pool import TritonPool
 
 # `*_created` series, one per counter and label set, that no query here needs. The function has no
 # annotations in prometheus_client.
@@ -58,6 +59,33 @@ class AdmissionCollector(Collector):
             queued.add_metric([model], load["queued"])
             running.add_metric([model], load["running"])
         return [queued, running]
+
+
+class PoolCollector(Collector):
+    """Per Triton server of the pool, at scrape time: requests sent to it, in flight, failed, and
+    whether it answers. Labelled by its `host:port`; a server that leaves the pool leaves the
+    exposition, so the label's values are the pool's members."""
+
+    def __init__(self, pool: TritonPool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "imagegen_triton_server_requests", "Requests sent to each Triton server", labels=["server"]
+        )
+        errors = CounterMetricFamily(
+            "imagegen_triton_server_errors",
+            "Requests that failed on each Triton server (unreachable, stalled or an inference error)",
+            labels=["server"],
+        )
+        in_flight = GaugeMetricFamily("imagegen_triton_server_in_flight", "Requests running", labels=["server"])
+        up = GaugeMetricFamily("imagegen_triton_server_up", "1 while the server answers its probes", labels=["server"])
+        for server in self.pool.ordered():
+            requests.add_metric([server.url], server.requests)
+            errors.add_metric([server.url], server.errors)
+            in_flight.add_metric([server.url], server.in_flight)
+            up.add_metric([server.url], int(server.reachable))
+        return [requests, errors, in_flight, up]
 
 
 class Metrics:
@@ -96,6 +124,9 @@ class Metrics:
         )
         self.registry.register(AdmissionCollector(admission))
         ProcessCollector(registry=self.registry)
+
+    def watch_pool(self, pool: TritonPool) -> None:
+        self.registry.register(PoolCollector(pool))
 
     def _per_model(self, name: str, documentation: str) -> Counter:
         """A counter labelled by model id, in this registry."""

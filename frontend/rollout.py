@@ -2,14 +2,18 @@
 
 A switch, whatever asks for it (`imagegen rollout`, a canary, its promotion, `imagegen rollback`):
 1. load the versions the new route needs beside those serving now, in every component of the
-   pipeline (Triton's explicit model control, a version policy naming exactly those versions);
-2. warm each new version up: one small generation through every component on that version, so a
-   version that does not load or run is refused before any client sees it;
+   pipeline, on every reachable Triton server of the pool (Triton's explicit model control, a
+   version policy naming exactly those versions); one server that cannot refuses the switch;
+2. warm each new version up on every server: one small generation through every component on that
+   version, so a version that does not load or run is refused before any client sees it;
 3. write the new route to the store (compare-and-set on its generation): every frontend follows it
    within a refresh, and a request keeps the version it started on (routing.py pins it);
 4. drain: wait until every live frontend follows the new route and runs nothing on a retired
    version, for at most the request timeout (no request runs longer), plus two refreshes;
-5. unload the retired versions.
+5. unload the retired versions, on every server.
+
+A server that joins the pool later (scale-up, a restart) is brought to the routed versions by
+`reconcile` before requests pinned to them go there (the pool picks servers holding the version).
 """
 
 from __future__ import annotations
@@ -19,30 +23,22 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
-from families.triton_models import model_name
 from frontend.catalog import Catalog
 from frontend.errors import AdminConflict, AdminRefused, APIError, ModelNotFound
 from frontend.pipelines.job import GenerationJob
 from frontend.pipelines.pipeline import DiffusionPipeline
 from frontend.progress import Progress
-from frontend.routing import REFRESH_SECONDS, Routing, at_version, in_flight_key, route_versions
+from frontend.routing import REFRESH_SECONDS, Routing, at_version, component_models, in_flight_key, route_versions
 from frontend.store.routes import Route
-from frontend.triton import TritonClient
+from frontend.triton_pool import TritonPool, TritonServer
 
 log = logging.getLogger(__name__)
 
 DRAIN_POLL_SECONDS = 0.1
-
-
-def component_models(pipeline: DiffusionPipeline, ready: Mapping[str, set[int]]) -> list[str]:
-    """The models of every component its family declares that Triton serves in some version: a rollout
-    moves them together (a component an export left out, such as the VAE encoder, is skipped)."""
-    models = [model_name(pipeline.name, component.name) for component in pipeline.family.components]
-    return [name for name in models if name in ready]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +51,9 @@ class Switch:
 
 class Rollouts:
     def __init__(
-        self, triton: TritonClient, routing: Routing, catalog: Callable[[], Catalog], request_timeout: float
+        self, pool: TritonPool, routing: Routing, catalog: Callable[[], Catalog], request_timeout: float
     ) -> None:
-        self.triton = triton
+        self.pool = pool
         self.routing = routing
         self.catalog = catalog
         self.drain_timeout = request_timeout + 2 * REFRESH_SECONDS
@@ -93,15 +89,22 @@ class Rollouts:
             return await self._switch(pipeline, route, dataclasses.replace(new, generation=route.generation + 1))
 
     async def reconcile(self) -> None:
-        """Load the routed versions Triton lacks, beside what it serves: a restarted Triton loads only
-        each model's latest version, which may not be the one routed (after a rollback, say)."""
-        ready = await self.triton.ready_versions()
-        for name, pipeline in self.catalog().pipelines.items():
-            wanted = route_versions(self.routing.route(name))
-            missing = [model for model in component_models(pipeline, ready) if not wanted <= ready[model]]
-            if missing and name not in self._busy:
-                log.warning("%s: Triton lacks routed versions %s; loading them", name, sorted(wanted))
-                await asyncio.gather(*(self.triton.load_versions(model, ready[model] | wanted) for model in missing))
+        """Load the routed versions each server lacks, beside what it serves: a restarted or new Triton
+        loads only each model's latest version, which may not be the one routed (after a rollback, say)."""
+        for server in self.pool.reachable():
+            ready = server.versions
+            loads = []
+            for name, pipeline in self.catalog().pipelines.items():
+                wanted = route_versions(self.routing.route(name))
+                missing = [model for model in component_models(pipeline, ready) if not wanted <= ready[model]]
+                if missing and name not in self._busy:
+                    log.warning(
+                        "%s: Triton %s lacks routed versions %s; loading them", name, server.url, sorted(wanted)
+                    )
+                    loads += [server.client.load_versions(model, ready[model] | wanted) for model in missing]
+            if loads:
+                await asyncio.gather(*loads)
+                await server.probe()
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, model: str) -> AsyncIterator[DiffusionPipeline]:
@@ -131,34 +134,48 @@ class Rollouts:
 
     async def _switch(self, pipeline: DiffusionPipeline, route: Route, new: Route) -> Switch:
         started = time.monotonic()
-        models = component_models(pipeline, await self.triton.ready_versions())
+        await self.pool.refresh()
+        servers = self.pool.reachable()
+        if not servers:
+            raise AdminRefused("No Triton server of the pool answers; nothing was switched.")
+        models = component_models(pipeline, self.pool.known_models())
         before, after = route_versions(route), route_versions(new)
         added = after - before
         if added:
-            await self._load(models, before | after, keep=before)
-            for version in sorted(added):
-                await self._warm_up(pipeline, version, models, keep=before)
+            await self._load(servers, models, before | after, keep=before)
+            warm_ups = [self._warm_up(server, pipeline, version) for server in servers for version in sorted(added)]
+            # All ended before a failure unloads the versions they run on.
+            refused = [error for error in await asyncio.gather(*warm_ups, return_exceptions=True) if error]
+            if refused:
+                await self._serve_exactly(servers, models, before)
+                raise refused[0]
         if not await self.routing.store.routes.replace(new):
             raise AdminConflict(f"The routing table of {pipeline.name} changed meanwhile; try again.")
         log.info("%s: route generation %d serves %s", pipeline.name, new.generation, sorted(after))
         drained = await self._drain(new, retired=before - after)
-        await self._load(models, after, keep=after)
+        await self._load(servers, models, after, keep=after)
         return Switch(new, drained, time.monotonic() - started)
 
-    async def _load(self, models: list[str], versions: set[int], keep: set[int]) -> None:
-        """Every component at exactly `versions`; on failure, back to `keep` and refused."""
+    async def _load(self, servers: list[TritonServer], models: list[str], versions: set[int], keep: set[int]) -> None:
+        """Every component at exactly `versions` on every server; on a failure, back to `keep` and refused."""
         try:
-            await self._serve_exactly(models, versions)
+            await self._serve_exactly(servers, models, versions)
         except APIError as exc:
-            await self._serve_exactly(models, keep)
+            await self._serve_exactly(servers, models, keep)
             raise AdminRefused(f"Triton could not load versions {sorted(versions)}: {exc.message}") from None
 
-    async def _serve_exactly(self, models: list[str], versions: set[int]) -> None:
-        await asyncio.gather(*(self.triton.load_versions(model, versions) for model in models))
+    async def _serve_exactly(self, servers: list[TritonServer], models: list[str], versions: set[int]) -> None:
+        """Then each server's versions are probed again, so requests see at once where a version is."""
+        try:
+            await asyncio.gather(
+                *(server.client.load_versions(model, versions) for server in servers for model in models)
+            )
+        finally:
+            await asyncio.gather(*(server.probe() for server in servers))
 
-    async def _warm_up(self, pipeline: DiffusionPipeline, version: int, models: list[str], keep: set[int]) -> None:
-        """One small generation through every component on `version`; a failure unloads it again."""
-        bound = at_version(pipeline, version)
+    async def _warm_up(self, server: TritonServer, pipeline: DiffusionPipeline, version: int) -> None:
+        """One small generation through every component on `version`, on `server`."""
+        bound = at_version(pipeline, server.client, version)
         limits = pipeline.limits
         side = max(limits.min_side, limits.side_multiple)
         img2img = "input_images" in limits.parameters
@@ -175,8 +192,9 @@ class Rollouts:
         try:
             await bound.generate(job, Progress())
         except APIError as exc:
-            await self._serve_exactly(models, keep)
-            raise AdminRefused(f"Version {version} of {pipeline.name} failed its warm-up: {exc.message}") from None
+            raise AdminRefused(
+                f"Version {version} of {pipeline.name} failed its warm-up on {server.url}: {exc.message}"
+            ) from None
 
     async def _drain(self, new: Route, retired: set[int]) -> bool:
         """Wait until every live frontend follows `new` and runs nothing on a retired version."""

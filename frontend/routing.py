@@ -6,6 +6,8 @@ and percent, the previous version, a generation counter). Every frontend re-read
 many generations run on each version. A rollout (rollout.py) waits on those heartbeats, so frontends
 sharing one store converge within a refresh, whichever of them ran the rollout. A pipeline without
 a row is served at the version the catalog found loaded in Triton.
+
+Each request runs on one Triton server of the pool (triton_pool.py) that holds its version.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from families.triton_models import model_name
 from frontend.catalog import Catalog
 from frontend.pipelines.pipeline import DiffusionPipeline
 from frontend.store import Store
 from frontend.store.heartbeats import Heartbeat
 from frontend.store.routes import Route
+from frontend.triton import TritonClient
+from frontend.triton_pool import TritonPool
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +48,16 @@ def route_versions(route: Route) -> set[int]:
     return {route.stable_version} | ({route.canary_version} if route.canary_version is not None else set())
 
 
-def at_version(pipeline: DiffusionPipeline, version: int) -> DiffusionPipeline:
-    """`pipeline` with every Triton call it makes naming `version`."""
-    return dataclasses.replace(pipeline, triton=pipeline.triton.at_version(version))
+def at_version(pipeline: DiffusionPipeline, triton: TritonClient, version: int) -> DiffusionPipeline:
+    """`pipeline` with every Triton call it makes going to `triton` and naming `version`."""
+    return dataclasses.replace(pipeline, triton=triton.at_version(version))
+
+
+def component_models(pipeline: DiffusionPipeline, ready: Mapping[str, set[int]] | set[str]) -> list[str]:
+    """The models of every component its family declares that Triton serves in some version: a rollout
+    moves them together (a component an export left out, such as the VAE encoder, is skipped)."""
+    models = [model_name(pipeline.name, component.name) for component in pipeline.family.components]
+    return [name for name in models if name in ready]
 
 
 def canary_bucket(pipeline: str, canary_version: int, caller: str) -> float:
@@ -63,8 +75,9 @@ def in_flight_key(pipeline: str, version: int) -> str:
 class Routing:
     """This frontend's copy of the routing table and its generations in flight per (pipeline, version)."""
 
-    def __init__(self, store: Store, address: str, catalog: Callable[[], Catalog]) -> None:
+    def __init__(self, store: Store, address: str, catalog: Callable[[], Catalog], pool: TritonPool) -> None:
         self.store = store
+        self.pool = pool
         self.frontend = f"{socket.gethostname()}-{os.getpid()}-{random.randbytes(3).hex()}"
         self.address = address
         self.catalog = catalog
@@ -87,12 +100,15 @@ class Routing:
 
     @contextlib.contextmanager
     def pinned(self, pipeline: DiffusionPipeline, caller: str) -> Iterator[tuple[DiffusionPipeline, int]]:
-        """`pipeline` bound to `caller`'s version for all its Triton calls, counted in flight while it runs."""
+        """`pipeline` bound to `caller`'s version and to one Triton server holding it, for all its
+        Triton calls, counted in flight while it runs (per version here, per server in the pool)."""
         version = self.choose(pipeline.name, caller)
+        server = self.pool.pick(component_models(pipeline, self.pool.known_models()), version)
         key = in_flight_key(pipeline.name, version)
         self._in_flight[key] += 1
         try:
-            yield at_version(pipeline, version), version
+            with self.pool.serving(server) as triton:
+                yield at_version(pipeline, triton, version), version
         finally:
             self._in_flight[key] -= 1
             if not self._in_flight[key]:
@@ -102,6 +118,15 @@ class Routing:
         """Pipeline -> the route followed, for every discovered or routed pipeline."""
         return {
             name: dataclasses.asdict(self.route(name)) for name in sorted({*self.catalog().versions, *self._routes})
+        }
+
+    def routed_models(self) -> dict[str, set[int]]:
+        """Triton model -> the versions routes send requests to, for every served pipeline's components."""
+        known = self.pool.known_models()
+        return {
+            model: route_versions(self.route(name))
+            for name, pipeline in self.catalog().pipelines.items()
+            for model in component_models(pipeline, known)
         }
 
     async def refresh(self) -> None:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from frontend.accounting import InferenceClock
 from frontend.errors import ContentRejected, InvalidParameter
-from frontend.triton import TritonClient
+from frontend.triton_pool import TritonPool
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,13 @@ class PromptPolicy:
 
 @dataclass(frozen=True)
 class ImageSafetyModel:
-    triton: TritonClient
+    pool: TritonPool
     threshold: float
 
     async def check(self, images: list[npt.NDArray[np.uint8]], clock: InferenceClock) -> None:
-        """`images`: uint8 (height, width, 3), as the pipelines make them."""
-        result = await self.triton.infer(IMAGE_SAFETY_MODEL, {"image": np.stack(images)}, ["unsafe_score"], clock)
+        """`images`: uint8 (height, width, 3), as the pipelines make them; on the least busy server."""
+        with self.pool.serving(self.pool.pick([IMAGE_SAFETY_MODEL])) as triton:
+            result = await triton.infer(IMAGE_SAFETY_MODEL, {"image": np.stack(images)}, ["unsafe_score"], clock)
         if (result["unsafe_score"] >= self.threshold).any():
             raise ContentRejected("A generated image was rejected by the safety filter; no image is returned.")
 
@@ -124,14 +125,14 @@ class SafetyFilter:
     image_model: ImageSafetyModel | None
 
     @classmethod
-    async def load(cls, policy: Path, triton: TritonClient, threshold: float) -> SafetyFilter:
+    async def load(cls, policy: Path, pool: TritonPool, threshold: float) -> SafetyFilter:
         prompt_policy = PromptPolicy.load(policy)
         log.info("prompt policy: %d rules from %s", len(prompt_policy.rules), policy)
-        if not await triton.model_ready(IMAGE_SAFETY_MODEL):
+        if IMAGE_SAFETY_MODEL not in pool.known_models():
             log.warning("no %s model in Triton: generated images are returned unchecked", IMAGE_SAFETY_MODEL)
             return cls(prompt_policy, None)
         log.info("images are checked by %s (refused at unsafe_score >= %g)", IMAGE_SAFETY_MODEL, threshold)
-        return cls(prompt_policy, ImageSafetyModel(triton, threshold))
+        return cls(prompt_policy, ImageSafetyModel(pool, threshold))
 
     async def check_prompt(self, prompt: str) -> None:
         """Off the event loop: a 10,000-character prompt must not delay other clients' requests."""

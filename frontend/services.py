@@ -1,7 +1,7 @@
 """What a route needs, built once at start-up and read through one accessor, `Services.of(request)`.
 
-`frontend/app.py` builds it in the app's lifespan, once Triton is connected (the catalog and the
-safety filter are read from it).
+`frontend/app.py` builds it in the app's lifespan, once the Triton pool has been probed (the catalog
+and the safety filter are read from it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from frontend.rollout import Rollouts
 from frontend.routing import Routing
 from frontend.safety import SafetyFilter
 from frontend.settings import Settings
-from frontend.triton import TritonClient
+from frontend.triton_pool import TritonPool
 
 if TYPE_CHECKING:  # the accessor reads the app's state; the services themselves know no HTTP
     from starlette.requests import Request
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the accessor reads the app's state; the services themselves
 @dataclass(kw_only=True)
 class Services:
     settings: Settings
-    triton: TritonClient
+    pool: TritonPool
     catalog_source: CatalogSource
     catalog: Catalog
     """The catalog served: replaced when its file changes or an operator reloads it."""

@@ -121,6 +121,14 @@ def test_the_triton_client_imports_only_the_errors_the_request_context_and_share
     assert found == []
 
 
+def test_the_triton_pool_imports_only_the_client_and_the_errors() -> None:
+    allowed = ("frontend.triton", "frontend.errors")
+    found = [
+        line for line in violations(("frontend.triton_pool",), ("frontend",)) if not within(line.split()[-1], allowed)
+    ]
+    assert found == []
+
+
 def test_the_exporter_imports_nothing_of_the_serving_side() -> None:
     """What both sides need (component names, packing, size bounds) comes from `families`."""
     serving = ("frontend.api", "frontend.app", "frontend.services", "frontend.store", "frontend.triton")

@@ -42,11 +42,22 @@ async def roll_back(request: Request) -> JSONResponse:
 
 
 async def status(request: Request) -> JSONResponse:
-    """The routing table as every live frontend follows it, with its generations in flight per version."""
+    """The routing table as every live frontend follows it, with its generations in flight per version,
+    and each Triton server of the pool (as this frontend sees it) with the versions it holds."""
     services = Services.of(request)
     await services.auth.authorize(request, ADMIN_MODELS)
     frontends = [dataclasses.asdict(beat) for beat in await services.routing.live_frontends()]
-    return JSONResponse({"frontends": frontends})
+    routed = services.routing.routed_models()
+    servers = [
+        {
+            "server": server.url,
+            "state": server.state(routed),
+            "in_flight": server.in_flight,
+            "models": server.describe(),
+        }
+        for server in services.pool.ordered()
+    ]
+    return JSONResponse({"frontends": frontends, "triton_servers": servers})
 
 
 async def reload_catalog(request: Request) -> JSONResponse:

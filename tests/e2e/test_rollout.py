@@ -15,7 +15,6 @@ import functools
 import os
 import shutil
 import signal
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from frontend.pipelines.flux import initial_latents
 from frontend.triton import SECRET_HEADER
 from tests.e2e.images import AUTH, assert_matches, decode, post
+from tests.e2e.load import Load
 from tests.harness import (
     API_KEY,
     Server,
@@ -49,13 +49,6 @@ CANARY_USERS = 100
 CANARY_PERCENT = 25
 # 100 users at 25%: mean 25, standard deviation 4.3; these bounds are 4.6 deviations out (p < 1e-5).
 CANARY_BOUNDS = (5, 45)
-
-
-@pytest.fixture(scope="module")
-def version_2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.tiny import build_tiny_checkpoint
-
-    return build_tiny_checkpoint(MODEL, tmp_path_factory.mktemp("version-2") / MODEL, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -160,47 +153,6 @@ def loaded_versions(server: Server) -> set[int]:
     return {int(e["version"]) for e in index if e["name"] == f"{MODEL}_transformer" and e["state"] == "READY"}
 
 
-class Load:
-    """CLIENTS clients looping requests until the block ends, recording each status and served version."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.results: list[tuple[int, str | None]] = []
-        self._answered = threading.Condition()
-        self._stop = threading.Event()
-        self._clients = [threading.Thread(target=self._loop, args=(seed,)) for seed in range(CLIENTS)]
-
-    def _loop(self, seed: int) -> None:
-        with httpx.Client(headers=AUTH, timeout=120) as client:
-            while not self._stop.is_set():
-                response = client.post(f"{self.server.base_url}/images/generations", json={**SMALL, "seed": seed})
-                with self._answered:
-                    self.results.append((response.status_code, response.headers.get("X-Model-Version")))
-                    self._answered.notify_all()
-
-    def wait_for(self, more: int) -> None:
-        """Until `more` further requests have been answered."""
-        with self._answered:
-            target = len(self.results) + more
-            assert self._answered.wait_for(lambda: len(self.results) >= target, timeout=120)
-
-    def __enter__(self) -> Load:
-        for client in self._clients:
-            client.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for client in self._clients:
-            client.join()
-
-    def statuses(self) -> set[int]:
-        return {status for status, _ in self.results}
-
-    def versions(self) -> set[str | None]:
-        return {version for _, version in self.results}
-
-
 def test_rollout_and_rollback_under_load_fail_no_request_and_serve_the_new_weights(
     rollout_server: Server, version_2_image: np.ndarray
 ) -> None:
@@ -208,7 +160,7 @@ def test_rollout_and_rollback_under_load_fail_no_request_and_serve_the_new_weigh
     assert version == "1"
     assert loaded_versions(rollout_server) == {1}
 
-    with Load(rollout_server) as load:
+    with Load([rollout_server], SMALL, CLIENTS) as load:
         load.wait_for(CLIENTS)
         out = admin(rollout_server, "rollout", MODEL, "--version", "2")
         load.wait_for(2 * CLIENTS)
@@ -220,7 +172,7 @@ def test_rollout_and_rollback_under_load_fail_no_request_and_serve_the_new_weigh
     assert_matches([np.asarray(decode(after.json()["data"][0]["b64_json"]), dtype=np.int16)], version_2_image)
     assert loaded_versions(rollout_server) == {2}  # drained, then version 1 unloaded
 
-    with Load(rollout_server) as load:
+    with Load([rollout_server], SMALL, CLIENTS) as load:
         load.wait_for(CLIENTS)
         out = admin(rollout_server, "rollback", MODEL)
         load.wait_for(2 * CLIENTS)
