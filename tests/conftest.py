@@ -60,15 +60,6 @@ def version_2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def version_2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny flux-schnell built with another seed: other weights, so images tell a version 2
-    exported from it apart from version 1 (the rollout tests)."""
-    from export.tiny import build_tiny_checkpoint
-
-    return build_tiny_checkpoint("flux-schnell", tmp_path_factory.mktemp("version-2") / "flux-schnell", seed=1)
-
-
-@pytest.fixture(scope="session")
 def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # The suite sends far more requests with the operator's key than a person would, and signs in to
     # many accounts from one address; the rate-limit tests use plans and servers with limits of their own.
