@@ -240,6 +240,10 @@ def test_edit_refusals_name_the_field(server: Server) -> None:
     assert_refused(
         edit_form(server, {"prompt": PROMPT, "stream": "maybe"}, [("image", png)]), 400, "VALIDATION_4004", "stream"
     )
+    twice = [("image", png), ("lora_weights[]", (None, b"ink", None)), ("lora_weights[]", (None, b"ink", None))]
+    listed = edit_form(server, {"prompt": PROMPT}, twice)  # type: ignore[arg-type]
+    assert_refused(listed, 400, "VALIDATION_4004", "lora_weights")  # a list of two: "names an adapter twice"
+    assert "twice" in listed.json()["error"]["message"]
     big_mask = ("m.png", b"\0" * (4 * 1024 * 1024 + 1), "image/png")
     assert_refused(
         edit_form(server, {"prompt": PROMPT}, [("image", png), ("mask", big_mask)]), 400, "VALIDATION_4004", "mask"
