@@ -71,7 +71,7 @@ FIELD_TYPES: dict[str, tuple[Callable[[str], Any], str]] = {
 
 
 async def create_edits(request: Request) -> Response:
-    return await answer(request, read_edit_request)
+    return await answer(request, read_edit_request, "image_edit")
 
 
 async def read_edit_request(request: Request) -> ImageRequest:

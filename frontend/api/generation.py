@@ -19,6 +19,7 @@ from frontend.api.protocol import ImageData, ImageDetails, ImageRequest, ImageRe
 from frontend.imaging import encode_image_base64
 from frontend.pipelines.job import GenerationJob
 from frontend.pipelines.pipeline import DiffusionPipeline
+from frontend.pipelines.previews import Previews
 from frontend.progress import Progress
 from frontend.services import Services
 
@@ -62,8 +63,13 @@ async def prepare_generation(services: Services, image_request: ImageRequest, us
 
 
 async def run_generation(
-    services: Services, prepared: PreparedGeneration, usage: Usage, progress: Progress
+    services: Services,
+    prepared: PreparedGeneration,
+    usage: Usage,
+    progress: Progress,
+    previews: Previews | None = None,
 ) -> GeneratedImages:
+    """`previews`: where a stream's previews of the images go while they are denoised (api/streaming.py)."""
     job, pipeline = prepared.job, prepared.pipeline
     timings: dict[str, float] = {}
     queued = time.perf_counter()
@@ -72,7 +78,7 @@ async def run_generation(
         progress.stage = "generating"
         # One version for every Triton call of this request, counted in flight until it ends.
         with services.routing.pinned(pipeline, prepared.caller) as (served, version):
-            generation = await served.generate(job, progress)
+            generation = await served.generate(job, progress, previews)
         timings |= {"queue": started - queued, "generate": time.perf_counter() - started}
     timings["inference"] = generation.compute_seconds
     usage.measured(generation.compute_seconds)

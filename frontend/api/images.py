@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from frontend.accounting import Usage
 from frontend.api.generation import GeneratedImages, prepare_generation, run_generation
 from frontend.api.protocol import ImageRequest, parse_image_request
+from frontend.api.streaming import EventKind, EventStreamResponse, ImageEventStream
 from frontend.auth.scopes import IMAGES, STUDIO_ACCESS
 from frontend.errors import ProgressNotFound
 from frontend.progress import PROGRESS_HEADER, Progress
@@ -39,18 +41,25 @@ async def read_json_request(request: Request) -> ImageRequest:
     return parse_image_request(await request.body())
 
 
-async def answer(request: Request, read: RequestReader) -> Response:
-    """Who may generate, how often, and what it cost, for any image endpoint; `read` gives the request."""
+async def answer(request: Request, read: RequestReader, events: EventKind = "image_generation") -> Response:
+    """Who may generate, how often, and what it cost, for any image endpoint; `read` gives the request,
+    `events` names a stream's events."""
     services = Services.of(request)
     principal = await services.auth.authorize(request, IMAGES, STUDIO_ACCESS)
-    async with services.rate_limits.admit(principal):
-        with services.progress.track(principal.id, request.headers.get(PROGRESS_HEADER)) as progress:
-            async with services.ledger.record(principal, progress) as usage:
-                # Read before the run: a disconnect is then the only message left to wait for.
-                image_request = await read(request)
-                return await services.admission.run(
-                    generate_images(services, image_request, usage, progress), client_disconnected(request)
-                )
+    # A stream's events are sent after this returns: it takes over what is held, and closes it when it ends.
+    async with contextlib.AsyncExitStack() as held:
+        await held.enter_async_context(services.rate_limits.admit(principal))
+        progress = held.enter_context(services.progress.track(principal.id, request.headers.get(PROGRESS_HEADER)))
+        usage = await held.enter_async_context(services.ledger.record(principal, progress))
+        # Read before the run: a disconnect is then the only message left to wait for.
+        image_request = await read(request)
+        if image_request.stream:
+            stream = ImageEventStream(services, image_request, usage, progress, events)
+            await stream.start(client_disconnected(request))
+            return EventStreamResponse(stream, held.pop_all())
+        return await services.admission.run(
+            generate_images(services, image_request, usage, progress), client_disconnected(request)
+        )
 
 
 async def generate_images(

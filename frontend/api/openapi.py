@@ -18,9 +18,11 @@ from frontend.api.admin import RolloutRequest
 from frontend.api.auth import LoginRequest
 from frontend.api.errors import HTTP_ANSWERS
 from frontend.api.protocol import MAX_INPUT_IMAGES, ImageRequest, ImageResponse
+from frontend.api.streaming import CompletedEvent, ErrorEvent, PartialImageEvent
 from frontend.services import Services
 
 JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
 FORM = "multipart/form-data"
 BODY_ERRORS = (errors.MalformedBody, errors.InvalidParameter, errors.PayloadTooLarge, errors.UnsupportedMediaType)
 AUTH_ERRORS = (errors.Unauthenticated, errors.ScopeMissing, errors.PlanLacksBenefit)
@@ -150,10 +152,19 @@ def edit_form() -> dict[str, Any]:
     }
 
 
+def images_answer() -> dict[str, Any]:
+    """An image endpoint's 200: the images as JSON, or with `stream` its Server-Sent Events (api/streaming.py)."""
+    events = [_ref("PartialImageEvent"), _ref("CompletedEvent"), _ref("ErrorEvent")]
+    return {
+        "description": "The images; with `stream`: Server-Sent Events, each one's data one of these events",
+        "content": {JSON: {"schema": _ref("ImageResponse")}, EVENT_STREAM: {"schema": {"oneOf": events}}},
+    }
+
+
 def document() -> dict[str, Any]:
     edits = _operation(
         "Edit images: img2img, Kontext's conditioning, or inpainting with a mask (OpenAI's Images API)",
-        _json(_ref("ImageResponse"), "The images"),
+        images_answer(),
         *IMAGE_ERRORS,
         requestBody={
             "required": True,
@@ -163,7 +174,7 @@ def document() -> dict[str, Any]:
     )
     images = _operation(
         "Create images from a prompt (OpenAI's Images API)",
-        _json(_ref("ImageResponse"), "The images"),
+        images_answer(),
         *IMAGE_ERRORS,
         requestBody={"required": True, "content": {JSON: {"schema": _ref("ImageRequest")}}},
         security=BEARER,
@@ -227,7 +238,8 @@ def document() -> dict[str, Any]:
         },
         "components": {
             "schemas": {
-                **_schemas(ImageRequest, ImageResponse, LoginRequest, RolloutRequest),
+                **_schemas(ImageRequest, ImageResponse, PartialImageEvent, CompletedEvent, ErrorEvent),
+                **_schemas(LoginRequest, RolloutRequest),
                 "EditForm": edit_form(),
                 "Error": {
                     "type": "object",

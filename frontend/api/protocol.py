@@ -15,7 +15,9 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
 )
 
 from frontend.api.body_limits import parse_json
@@ -36,6 +38,8 @@ MAX_SEED = 2**32 - 1
 MAX_ADAPTERS = 4
 """LoRA adapters per request; their ranks must also fit the model's rank budget."""
 MIN_LORA_SCALE, MAX_LORA_SCALE = -4.0, 4.0
+MAX_PARTIAL_IMAGES = 3
+"""OpenAI's bound on a stream's previews per image."""
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 Quality = Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"]
@@ -116,6 +120,10 @@ class ImageRequest(BaseModel):
     output_quality: int | None = Field(default=None, ge=1, le=100)
     output_compression: int | None = Field(default=None, ge=0, le=100)
     """OpenAI's name for the inverse of output_quality: quality = 100 - compression."""
+    stream: bool = False
+    """Server-Sent Events instead of one JSON answer (api/streaming.py)."""
+    partial_images: int = Field(default=0, ge=0, le=MAX_PARTIAL_IMAGES)
+    """Previews of each image a stream sends before it, spread over the steps."""
     # Model-specific parameters (MODEL_PARAMETERS): a model that does not use one refuses it.
     steps: int | None = Field(default=None, ge=1)
     guidance: float | None = Field(default=None, ge=0)
@@ -129,6 +137,13 @@ class ImageRequest(BaseModel):
     """Registered LoRA adapters (`imagegen lora list`), one name or up to MAX_ADAPTERS."""
     lora_scale: LoraScale | LoraScales | None = None
     """One scale for every adapter, or one per adapter; default 1.0."""
+
+    @field_validator("partial_images")
+    @classmethod
+    def _streamed(cls, partial_images: int, info: ValidationInfo) -> int:
+        if partial_images and not info.data.get("stream"):
+            raise ValueError("partial images are sent only in a stream (`stream`: true)")
+        return partial_images
 
 
 MODEL_PARAMETERS = (

@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
+from openai import OpenAI
 
 from tests.harness import (
     API_KEY,
@@ -101,6 +103,21 @@ def test_a_request_past_its_deadline_is_stopped_with_504(deadline_server: Server
     assert generate(deadline_server, SMALL)[0].status_code == 200
     # Its remaining steps never ran: the transformer ran the last request's 4 steps and nothing else.
     assert denoised_samples(deadline_server, f"{MODEL}_transformer") - samples == 4
+
+
+def test_a_stream_past_its_deadline_ends_with_an_error_event(deadline_server: Server) -> None:
+    """Once a stream has started, a failure is its last event: OpenAI's `error` event, which the SDK
+    raises as an APIError carrying the JSON envelope's code."""
+    client = OpenAI(api_key=API_KEY, base_url=deadline_server.base_url, max_retries=0)
+    stream = client.images.generate(
+        **{**SMALL, "prompt": "a stream that waits too long"}, stream=True, partial_images=3, extra_body={"steps": 8}
+    )
+    assert next(stream).type == "image_generation.partial_image"
+    # Triton paused after the first preview: the stream cannot end inside the deadline.
+    with triton_paused(deadline_server), pytest.raises(openai.APIError) as failed:
+        list(stream)
+    assert (failed.value.code, failed.value.type) == ("TIMEOUT_5040", "server_error")
+    assert load(deadline_server, MODEL) == {"running": 0, "queued": 0}, "its place is freed at the deadline"
 
 
 def test_a_stalled_triton_fails_requests_with_503_within_the_call_timeout(faults_server: Server) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +12,14 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from tests.e2e.studio_page import PASSWORD, sign_in
+from tests.e2e.studio_page import (
+    CAPTURE_FORMS,
+    PASSWORD,
+    RECORD_RESULT_IMAGES,
+    paint_stroke,
+    sent_files,
+    sign_in,
+)
 from tests.harness import Server, imagegen
 
 SCREENSHOT = "studio.png"
@@ -70,6 +78,51 @@ def test_a_free_plan_account_sees_why_it_cannot_generate(page: Page, server: Ser
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_role("alert")).to_contain_text("VALIDATION_4003")
     expect(page.get_by_role("alert")).to_contain_text("does not include the Studio")
+
+
+def test_live_previews_appear_before_the_final_image(page: Page, server: Server, studio_account: str) -> None:
+    sign_in(page, server, studio_account)
+    page.evaluate(RECORD_RESULT_IMAGES)
+    page.get_by_label("Prompt", exact=True).fill("a lighthouse at dusk")
+    page.get_by_label("Model").select_option("flux-schnell")
+    page.get_by_label("Size").select_option("256x256")
+    page.get_by_label("Steps").fill("8")
+    page.get_by_label("Live previews").select_option("2")
+    page.get_by_role("button", name="Generate").click()
+
+    expect(page.locator("#result .generation figure img")).to_be_visible()
+    expect(page.locator("#progress-text")).to_have_text("Step 8 of 8 · done")
+    # Read from the page's own record: the order holds however fast the machine.
+    assert page.evaluate("window.resultImages") == ["preview", "preview", "final"]
+
+
+def test_edit_mode_sends_the_image_and_the_painted_mask_and_shows_the_result(
+    page: Page, server: Server, studio_account: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "harbour.png"
+    Image.new("RGB", (256, 256), (40, 90, 160)).save(source)
+    sign_in(page, server, studio_account)
+    page.evaluate(CAPTURE_FORMS)
+    page.get_by_label("Edit an image").check()
+    expect(page.get_by_label("Size")).to_be_hidden()  # an edit has its image's size
+    page.get_by_label("Image to edit").set_input_files(source)
+    expect(page.locator("#mask-canvas")).to_have_attribute("width", "256")
+    paint_stroke(page, "#mask-canvas", (0.3, 0.5), (0.7, 0.5))
+    page.get_by_label("Prompt", exact=True).fill("a red boat in the harbour")
+    page.get_by_label("Model").select_option("flux-schnell")
+    page.get_by_label("Seed").fill("3")
+    page.get_by_role("button", name="Edit", exact=True).click()
+
+    card = page.locator("#result .generation")
+    expect(card.get_by_role("img")).to_be_visible()
+    expect(card).to_contain_text("seed 3")
+    files = sent_files(page, "image", "mask")
+    assert files["image"] == source.read_bytes()
+    with Image.open(io.BytesIO(files["mask"])) as mask:
+        assert (mask.format, mask.mode, mask.size) == ("PNG", "RGBA", (256, 256))
+        # OpenAI's mask: transparent where painted (the stroke across the middle), opaque elsewhere.
+        assert mask.getpixel((128, 128))[3] == 0
+        assert mask.getpixel((128, 20))[3] == mask.getpixel((10, 240))[3] == 255
 
 
 def serve_page(html: str) -> ThreadingHTTPServer:

@@ -28,17 +28,31 @@ function applyLimits(form, models) {
 }
 
 function showCustomSize(form) {
-  const custom = form.size.value === CUSTOM_SIZE;
+  const custom = form.size.value === CUSTOM_SIZE && !editing(form);
   form.querySelector('[data-parameter="width"]').hidden = !custom;
   form.width.required = form.height.required = custom;
 }
 
-// The request body: what the user filled in among the visible fields, typed as the API expects.
+export const editing = (form) => form.mode.value === "edit";
+
+// Edit mode takes an image (and a painted mask) and makes images of its size: no size fields.
+export function showMode(form) {
+  const edit = editing(form);
+  form.querySelector("#edit-fields").hidden = !edit;
+  form.querySelector("#size-field").hidden = edit;
+  form.image.required = edit;
+  form.run.textContent = edit ? "Edit" : "Generate";
+  showCustomSize(form);
+}
+
+// The request body: what the user filled in among the visible fields, typed as the API expects
+// (the stream's previews aside: `partial_images` is read by the page).
 export function requestBody(form) {
   const body = { model: form.model.value, prompt: form.prompt.value, n: form.n.valueAsNumber };
-  if (form.size.value === CUSTOM_SIZE) {
+  // An edit makes images of the edited image's size.
+  if (!editing(form) && form.size.value === CUSTOM_SIZE) {
     Object.assign(body, { width: form.width.valueAsNumber, height: form.height.valueAsNumber });
-  } else {
+  } else if (!editing(form)) {
     body.size = form.size.value;
   }
   for (const name of ["seed", "steps", "guidance"]) {

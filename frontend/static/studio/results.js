@@ -1,12 +1,17 @@
 // One generation as a card: its images with seed, revised prompt and download link, its costs,
-// and the request as code.
+// and the request as code (not for an edit, whose input image the code could not hold).
 
 import { snippets } from "./code.js";
 
-function element(tag, properties = {}, children = []) {
+export function element(tag, properties = {}, children = []) {
   const node = Object.assign(document.createElement(tag), properties);
   node.append(...children);
   return node;
+}
+
+// Decoded here rather than fetched as a data: URL, which the Content-Security-Policy refuses.
+export function toBlob(b64, format) {
+  return new Blob([Uint8Array.from(atob(b64), (char) => char.charCodeAt(0))], { type: `image/${format}` });
 }
 
 function figure(image, format) {
@@ -39,6 +44,6 @@ export function generationCard(generation) {
     element("p", { className: "prompt", textContent: generation.request.prompt }),
     element("p", { className: "meta", textContent: `${generation.request.model} · ${costs}` }),
     element("div", { className: "grid" }, generation.images.map((image) => figure(image, format))),
-    codeBlock(generation.request),
+    ...(generation.edit ? [] : [codeBlock(generation.request)]),
   ]);
 }

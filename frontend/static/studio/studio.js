@@ -1,10 +1,12 @@
-// The Studio: sign in, pick a model and its parameters, generate while following the server's
-// step count, and keep the results in this browser.
+// The Studio: sign in, pick a model and its parameters, generate or edit an image while following
+// the server's step count and its live previews, and keep the results in this browser.
 
-import { ApiError, call } from "./api.js";
-import { requestBody, showModels } from "./form.js";
+import { ApiError, call, stream } from "./api.js";
+import { editing, requestBody, showMode, showModels } from "./form.js";
 import { forget, generations, remember } from "./history.js";
-import { generationCard } from "./results.js";
+import { MaskPainter } from "./mask.js";
+import { LivePreviews } from "./previews.js";
+import { generationCard, toBlob } from "./results.js";
 
 const POLL_MS = 250;
 const HINTS = {
@@ -15,6 +17,7 @@ const HINTS = {
 const $ = (id) => document.getElementById(id);
 
 let account = null; // the signed-in username, whose history the page shows
+let painter = null; // the edit mode's image and mask
 
 // The API's own message and code, and what to do about it where the code alone does not say.
 function showError(error) {
@@ -54,38 +57,52 @@ async function followProgress(id, answer) {
   }
 }
 
-// Decoded here rather than fetched as a data: URL, which the Content-Security-Policy refuses.
-function toBlob(b64, format) {
-  return new Blob([Uint8Array.from(atob(b64), (char) => char.charCodeAt(0))], { type: `image/${format}` });
+// The edits endpoint's multipart form: the request's fields, the image, and the painted mask.
+async function editForm(body, partialImages) {
+  const form = new FormData();
+  for (const [name, value] of Object.entries({ ...body, stream: true, partial_images: partialImages })) {
+    form.append(name, String(value));
+  }
+  form.append("image", $("edit-image").files[0]);
+  const mask = await painter.maskBlob();
+  if (mask) form.append("mask", mask, "mask.png");
+  return form;
 }
 
+// Streams the request: previews replace each other as they arrive, the completed events give the images.
 async function generate(event) {
   event.preventDefault();
+  const edit = editing(event.target);
   const body = requestBody(event.target);
+  const partialImages = Number(event.target.partial_images.value);
   const id = progressId();
   $("run").disabled = true;
   $("error").hidden = true;
   $("progress").hidden = false;
   showProgress({ stage: "waiting", step: 0, steps: 0 });
   try {
-    const answer = call("POST", "/images/generations", { body, headers: { "X-Progress-Id": id } });
-    await followProgress(id, answer);
-    const response = await answer;
-    const format = body.output_format ?? "png";
-    const images = await Promise.all(
-      response.data.map(({ b64_json, seed, revised_prompt }) => ({
-        blob: toBlob(b64_json, format),
-        seed,
-        revised_prompt,
-      })),
+    const previews = new LivePreviews($("result"), body.n, partialImages);
+    const completed = [];
+    const request = edit
+      ? { form: await editForm(body, partialImages) }
+      : { body: { ...body, partial_images: partialImages } };
+    const answer = stream(
+      edit ? "/images/edits" : "/images/generations",
+      { ...request, headers: { "X-Progress-Id": id } },
+      (name, data) => (name.endsWith(".partial_image") ? previews.show(data) : (completed[data.image_index] = data)),
     );
+    await followProgress(id, answer);
+    await answer;
+    const format = body.output_format ?? "png";
+    const images = completed.map(({ b64_json, seed }) => ({ blob: toBlob(b64_json, format), seed }));
     // The first image's seed makes the copied code give the same images again.
     const generation = {
-      created: response.created,
-      request: { ...body, seed: response.data[0].seed },
+      created: completed[0].created_at,
+      request: { ...body, seed: completed[0].seed },
       images,
-      energy_cost: response.energy_cost,
-      credits_cost: response.credits_cost,
+      energy_cost: completed[0].energy_cost,
+      credits_cost: completed[0].credits_cost,
+      edit,
     };
     $("result").replaceChildren(generationCard(generation));
     await remember(account, generation);
@@ -151,6 +168,10 @@ async function start() {
   $("sign-in").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", signOut);
   $("generate").addEventListener("submit", generate);
+  painter = new MaskPainter($("edit-canvas"), $("mask-canvas"), $("brush"));
+  for (const radio of $("generate").mode) radio.addEventListener("change", () => showMode($("generate")));
+  $("edit-image").addEventListener("change", (event) => painter.load(event.target.files[0]));
+  $("clear-mask").addEventListener("click", () => painter.clear());
   $("clear-history").addEventListener("click", async () => {
     await forget(account);
     await showHistory();
