@@ -319,6 +319,17 @@ def test_a_job_with_a_webhook_url_calls_the_receiver_with_the_signed_job(
     assert event["data"]["id"] == accepted.json()["id"]
     assert event["data"]["status"] == "succeeded"
     assert b"b64_json" not in body  # the job, not its images: the receiver fetches those
+    # The operator sees the delivery and its answer; /metrics counts it.
+    listed = wait_until(lambda: delivered_line(server, event["data"]["id"]), 30, "the delivery recorded")
+    assert "127.0.0.1" in listed and " 200 " in listed
+    metrics = httpx.get(f"{server.root}/metrics", timeout=30).text
+    assert 'imagegen_webhook_attempts_total{outcome="delivered"}' in metrics
+
+
+def delivered_line(server: Server, job_id: str) -> str:
+    """`imagegen webhooks list`'s line of the job's delivery once delivered; empty before."""
+    lines = imagegen(server, "webhooks", "list", "--job", job_id).splitlines()[1:]
+    return next((line for line in lines if "delivered" in line), "")
 
 
 @pytest.mark.parametrize(
