@@ -28,6 +28,8 @@ from frontend.api.body_limits import BodyLimits
 from frontend.api.edits import create_edits
 from frontend.api.errors import error_response, handle_api_error, http_status
 from frontend.api.images import create_images, get_progress
+from frontend.api.job_worker import run_workers
+from frontend.api.jobs import cancel_job, get_job, job_events, list_jobs
 from frontend.api.models import list_models
 from frontend.api.openapi import document, openapi_json
 from frontend.api.request_ids import REQUEST_ID_HEADER, RequestIds
@@ -38,6 +40,7 @@ from frontend.auth.local_secrets import kept_secret, random_token
 from frontend.auth.sessions import Sessions
 from frontend.catalog import CatalogSource
 from frontend.errors import APIError, InferenceUnavailable, InternalError, MethodNotAllowed, RouteNotFound
+from frontend.jobs import JobQueue
 from frontend.metrics import Metrics
 from frontend.progress import ProgressBoard
 from frontend.rate_limits import Limits, RateLimiter
@@ -45,10 +48,12 @@ from frontend.request_context import current_request_id
 from frontend.rollout import Rollouts
 from frontend.routing import REFRESH_SECONDS, Routing
 from frontend.safety import SafetyFilter
+from frontend.sealing import Sealer
 from frontend.services import Services
 from frontend.settings import Settings
 from frontend.store import Store
 from frontend.triton_pool import PoolAddress, TritonPool
+from frontend.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +124,7 @@ async def start_services(
     # Routing and rollouts follow the catalog as reloaded: they read it from the services, when called.
     routing = Routing(store, f"{socket.gethostname()}:{settings.port}", lambda: services.catalog, pool)
     session_secret = settings.session_secret or kept_secret(settings.state_dir / "session_secret", random_token)
+    sealer = Sealer.from_settings(settings)
     openapi = document()
     if settings.metrics_port is not None:
         del openapi["paths"]["/metrics"]
@@ -134,6 +140,8 @@ async def start_services(
         admission=admission,
         ledger=Ledger(store, settings.device_watts, metrics, http_status),
         adapters=Adapters(store, settings.lora_folder),
+        jobs=JobQueue(store, sealer, settings),
+        webhooks=Webhooks.from_settings(settings, store, sealer, metrics.observe_webhook),
         progress=ProgressBoard(),
         routing=routing,
         rollouts=Rollouts(pool, routing, lambda: services.catalog, settings.request_timeout),
@@ -168,7 +176,12 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
             metrics.watch_pool(pool)
             services = app.state.services = await start_services(settings, store, pool, admission, metrics)
             await services.routing.refresh()  # the routing table is followed before the first request
-            tasks = [asyncio.create_task(pool.watch()), asyncio.create_task(follow_operator_changes(services))]
+            tasks = [
+                asyncio.create_task(pool.watch()),
+                asyncio.create_task(follow_operator_changes(services)),
+                asyncio.create_task(run_workers(services)),
+                asyncio.create_task(services.webhooks.deliver_forever()),
+            ]
             with metrics.served_on(settings.host, settings.metrics_port):
                 yield
             for task in tasks:
@@ -184,6 +197,10 @@ def create_app(settings: Settings, store: Store, triton_url: str) -> Starlette:
             Route("/v1/images/generations", create_images, methods=["POST"]),
             Route("/v1/images/edits", create_edits, methods=["POST"]),
             Route("/v1/images/progress/{progress_id}", get_progress, methods=["GET"]),
+            Route("/v1/images/jobs", list_jobs, methods=["GET"]),
+            Route("/v1/images/jobs/{job_id}", get_job, methods=["GET"]),
+            Route("/v1/images/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+            Route("/v1/images/jobs/{job_id}/events", job_events, methods=["GET"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/auth/login", login, methods=["POST"]),
             Route("/v1/admin/models/{model}/rollout", roll_out, methods=["POST"]),

@@ -14,6 +14,7 @@ from frontend.adapters import Adapters
 from frontend.admission import Admission
 from frontend.auth.credentials import Authenticator
 from frontend.catalog import Catalog, CatalogSource
+from frontend.jobs import JobQueue
 from frontend.metrics import Metrics
 from frontend.progress import ProgressBoard
 from frontend.rate_limits import RateLimiter
@@ -22,6 +23,7 @@ from frontend.routing import Routing
 from frontend.safety import SafetyFilter
 from frontend.settings import Settings
 from frontend.triton_pool import TritonPool
+from frontend.webhooks import Webhooks
 
 if TYPE_CHECKING:  # the accessor reads the app's state; the services themselves know no HTTP
     from starlette.requests import Request
@@ -39,6 +41,8 @@ class Services:
     admission: Admission
     ledger: Ledger
     adapters: Adapters
+    jobs: JobQueue
+    webhooks: Webhooks
     progress: ProgressBoard
     routing: Routing
     rollouts: Rollouts
