@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from frontend import account_commands, adapter_commands, admin, admin_client
+from frontend import account_commands, adapter_commands, admin, admin_client, job_commands, webhook_commands
 from frontend.auth.keys import check_operator_secret, ensure_operator_key, find_key, new_secret
 from frontend.auth.local_secrets import kept_secret, owner_only_folder
 from frontend.logs import configure_logging, quiet_libraries
@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     account_commands.add_commands(commands)
     admin_client.add_commands(commands)
     adapter_commands.add_commands(commands)
+    webhook_commands.add_commands(commands)
+    job_commands.add_commands(commands)
 
     tiny_lora = commands.add_parser("tiny-lora", help="write a random LoRA adapter for a tiny checkpoint (PEFT)")
     tiny_lora.add_argument("--checkpoint", type=Path, required=True)
@@ -183,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             account_commands.run(args, Settings.from_env())
         elif args.command == adapter_commands.COMMAND:
             adapter_commands.run(args, Settings.from_env())
+        elif args.command == webhook_commands.COMMAND:
+            webhook_commands.run(args, Settings.from_env())
+        elif args.command == job_commands.COMMAND:
+            job_commands.run(args, Settings.from_env())
         else:
             serve_command(args)
     except ValueError as exc:
