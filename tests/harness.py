@@ -191,6 +191,20 @@ def progress(server: Server, progress_id: str, api_key: str = API_KEY) -> dict[s
         raise
 
 
+def sent_generation(server: Server, body: Mapping[str, Any], progress_id: str) -> socket.socket:
+    """A generation request sent over a socket of its own, the response left unread: closing the socket
+    is a client that leaves mid-way."""
+    payload = json.dumps(body)
+    request = (
+        f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
+        f"X-Progress-Id: {progress_id}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n{payload}"
+    )
+    client = socket.create_connection(("127.0.0.1", server.port))
+    client.sendall(request.encode())
+    return client
+
+
 def shared_memory_regions(server: Server) -> list[Path]:
     """The /dev/shm regions the server's frontend holds for the generations under way: each one's
     constant denoiser inputs (frontend/shared_memory.py names them after the serving process)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ from tests.harness import (
     load,
     paused_mid_flight,
     progress,
+    sent_generation,
     triton_paused,
     wait_until,
 )
@@ -77,15 +77,9 @@ def test_a_burst_beyond_the_queue_gets_only_200s_and_429s(guarded_server: Server
 
 def test_a_client_that_disconnects_frees_its_slot_at_once_and_its_steps_never_run(guarded_server: Server) -> None:
     samples, errors = denoised_samples(guarded_server, DENOISER), operator_errors(guarded_server)
-    body = json.dumps({"model": MODEL, "prompt": "a slow painting", "size": "256x256", "n": 2, "steps": 100})
-    request = (
-        f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
-        f"X-Progress-Id: disconnected-client\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n{body}"
-    )
-    client = socket.create_connection(("127.0.0.1", guarded_server.port))
+    body = {"model": MODEL, "prompt": "a slow painting", "size": "256x256", "n": 2, "steps": 100}
+    client = sent_generation(guarded_server, body, "disconnected-client")
     try:
-        client.sendall(request.encode())
         # Closed while Triton is paused: the generation is mid-way, whatever the machine's speed.
         with paused_mid_flight(guarded_server, ["disconnected-client"]):
             client.close()

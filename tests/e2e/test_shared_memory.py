@@ -9,8 +9,6 @@ killed and the server stopped are checked in test_faults.py, on servers that are
 
 from __future__ import annotations
 
-import json
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,11 +22,11 @@ import pytest
 from frontend.triton import SECRET_HEADER
 from tests.e2e.images import AUTH, TOLERANCE, decode
 from tests.harness import (
-    API_KEY,
     Server,
     embedded_triton_secret,
     embedded_triton_url,
     paused_mid_flight,
+    sent_generation,
     serving,
     shared_memory_regions,
     wait_until,
@@ -110,15 +108,9 @@ def test_concurrent_requests_each_have_a_region_and_leave_none(server: Server, h
 
 def test_a_cancelled_request_leaves_no_region(server: Server) -> None:
     # Seconds of denoising, so that the wait below sees it mid-way on any machine.
-    body = json.dumps({"model": "flux-schnell", "prompt": "a slow tide", "size": "512x512", "n": 2, "steps": 100})
-    request = (
-        f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
-        f"X-Progress-Id: shared-memory-cancelled\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n{body}"
-    )
-    client = socket.create_connection(("127.0.0.1", server.port))
+    body = {"model": "flux-schnell", "prompt": "a slow tide", "size": "512x512", "n": 2, "steps": 100}
+    client = sent_generation(server, body, "shared-memory-cancelled")
     try:
-        client.sendall(request.encode())
         with paused_mid_flight(server, ["shared-memory-cancelled"]):
             assert len(shared_memory_regions(server)) == 1
             client.close()
