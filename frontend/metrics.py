@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     disable_created_metrics,
@@ -122,6 +123,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.jobs = Gauge(
+            "imagegen_jobs", "Jobs in the shared store by status (read every 10 s)", ["status"], registry=self.registry
+        )
+        self.job_queue_age = Gauge(
+            "imagegen_job_queue_age_seconds", "Age of the oldest queued job (0: none queued)", registry=self.registry
+        )
         self.registry.register(AdmissionCollector(admission))
         ProcessCollector(registry=self.registry)
 
@@ -143,6 +150,11 @@ class Metrics:
         self.compute.labels(model).inc(compute_seconds)
         if record.status == 200 and record.n:
             self.images.labels(model).inc(record.n)
+
+    def observe_jobs(self, by_status: dict[str, int], oldest_queued: float | None) -> None:
+        for status, count in by_status.items():
+            self.jobs.labels(status).set(count)
+        self.job_queue_age.set(oldest_queued or 0.0)
 
     def observe_webhook(self, outcome: str) -> None:
         self.webhook_attempts.labels(outcome).inc()

@@ -67,13 +67,15 @@ async def run_generation(
     prepared: PreparedGeneration,
     usage: Usage,
     progress: Progress,
+    background: bool = False,
     previews: Previews | None = None,
 ) -> GeneratedImages:
-    """`previews`: where a stream's previews of the images go while they are denoised (api/streaming.py)."""
+    """`background`: a job's (frontend/jobs.py), which takes a slot only when no interactive request waits.
+    `previews`: where a stream's previews of the images go while they are denoised (api/streaming.py)."""
     job, pipeline = prepared.job, prepared.pipeline
     timings: dict[str, float] = {}
     queued = time.perf_counter()
-    async with services.admission.slot(pipeline.name, usage.principal.id):
+    async with services.admission.slot(pipeline.name, usage.principal.id, background):
         started = time.perf_counter()
         progress.stage = "generating"
         # One version for every Triton call of this request, counted in flight until it ends.

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from frontend.accounting import Usage
 from frontend.api.generation import GeneratedImages, prepare_generation, run_generation
+from frontend.api.jobs import deferred, submit_job
 from frontend.api.protocol import ImageRequest, parse_image_request
 from frontend.api.streaming import EventKind, EventStreamResponse, ImageEventStream
 from frontend.auth.scopes import IMAGES, STUDIO_ACCESS
@@ -53,6 +54,8 @@ async def answer(request: Request, read: RequestReader, events: EventKind = "ima
         usage = await held.enter_async_context(services.ledger.record(principal, progress))
         # Read before the run: a disconnect is then the only message left to wait for.
         image_request = await read(request)
+        if deferred(request, image_request):  # a job (api/jobs.py): checked now, run later
+            return await submit_job(services, image_request, usage)
         if image_request.stream:
             stream = ImageEventStream(services, image_request, usage, progress, events)
             await stream.start(client_disconnected(request))

@@ -112,6 +112,50 @@ def admin_paths() -> dict[str, Any]:
     }
 
 
+def job_paths() -> dict[str, Any]:
+    """The asynchronous jobs' routes (api/jobs.py), with the image endpoints' credentials."""
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    consume = {"name": "consume", "in": "query", "schema": {"type": "boolean", "default": False}}
+    limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
+    after = {"name": "after", "in": "query", "schema": {"type": "string"}}
+    job = _json(OBJECT, "The job (README, Asynchronous jobs); once succeeded, `result`: the images' response")
+    events = {"description": "`job` events, each the job, until it ends", "content": {EVENT_STREAM: {"schema": OBJECT}}}
+    one = (*AUTH_ERRORS, errors.JobNotFound)
+
+    def operation(summary: str, ok: dict[str, Any], *failures: type[errors.APIError], **more: Any) -> dict[str, Any]:
+        return _operation(summary, ok, *failures, security=BEARER, **more)
+
+    return {
+        "/v1/images/jobs": {
+            "get": operation(
+                "The caller's jobs, newest first",
+                _json(OBJECT, "A page of jobs: `data`, `has_more`, `next_cursor`"),
+                errors.InvalidParameter,
+                *AUTH_ERRORS,
+                parameters=[limit, after],
+            )
+        },
+        "/v1/images/jobs/{job_id}": {
+            "get": operation(
+                "One of the caller's jobs; with `consume`, deleted as it is returned",
+                job,
+                errors.InvalidParameter,
+                *one,
+                parameters=[job_id, consume],
+            )
+        },
+        "/v1/images/jobs/{job_id}/cancel": {
+            "post": operation("Cancel it: a queued job never runs, a running one stops", job, *one, parameters=[job_id])
+        },
+        "/v1/images/jobs/{job_id}/events": {
+            "get": operation("Its status and progress as Server-Sent Events", events, *one, parameters=[job_id])
+        },
+    }
+
+
+ACCEPTED = _json(OBJECT, "With `Prefer: respond-async` or a `:batch` model: the job, queued; `Location` names it")
+
+
 IMAGE_ERRORS = (
     *BODY_ERRORS,
     errors.PromptMissing,
@@ -179,6 +223,8 @@ def document() -> dict[str, Any]:
         requestBody={"required": True, "content": {JSON: {"schema": _ref("ImageRequest")}}},
         security=BEARER,
     )
+    for operation in (images, edits):
+        operation["responses"]["202"] = ACCEPTED
     progress = _operation(
         "How far one of the caller's generations has got (sent as `X-Progress-Id`)",
         _json(OBJECT, "Its stage and step"),
@@ -216,6 +262,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **job_paths(),
             **admin_paths(),
             "/healthz": {"get": _operation("The process is up", _json(OBJECT, "ok"))},
             "/readyz": {

@@ -53,7 +53,6 @@ UNSUPPORTED_OPENAI_PARAMETERS = {
 }
 """Parameters of the openai SDK (3.x) with no meaning here, and why: refused, never ignored."""
 
-
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 """C0 controls but tab and newlines, DEL, and lone surrogates (which JSON can escape but UTF-8 cannot
 encode): no tokenizer reads them as text, so a prompt holding one is refused, not silently mangled."""
@@ -124,6 +123,8 @@ class ImageRequest(BaseModel):
     """Server-Sent Events instead of one JSON answer (api/streaming.py)."""
     partial_images: int = Field(default=0, ge=0, le=MAX_PARTIAL_IMAGES)
     """Previews of each image a stream sends before it, spread over the steps."""
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    """A job's only (api/jobs.py): where its end is POSTed, signed (frontend/webhooks.py)."""
     # Model-specific parameters (MODEL_PARAMETERS): a model that does not use one refuses it.
     steps: int | None = Field(default=None, ge=1)
     guidance: float | None = Field(default=None, ge=0)

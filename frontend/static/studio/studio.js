@@ -4,6 +4,7 @@
 import { ApiError, call, stream } from "./api.js";
 import { editing, requestBody, showMode, showModels } from "./form.js";
 import { forget, generations, remember } from "./history.js";
+import { JobsPanel } from "./jobs.js";
 import { MaskPainter } from "./mask.js";
 import { LivePreviews } from "./previews.js";
 import { generationCard, toBlob } from "./results.js";
@@ -18,6 +19,7 @@ const $ = (id) => document.getElementById(id);
 
 let account = null; // the signed-in username, whose history the page shows
 let painter = null; // the edit mode's image and mask
+let jobs = null; // the account's jobs, live
 
 // The API's own message and code, and what to do about it where the code alone does not say.
 function showError(error) {
@@ -128,11 +130,13 @@ async function enter(username) {
   $("account").hidden = $("studio").hidden = false;
   showModels($("generate"), models.data);
   await showHistory();
+  jobs.start();
   $("prompt").focus();
 }
 
 function leave() {
   account = null;
+  jobs.stop();
   localStorage.removeItem("imagegen-username");
   $("account").hidden = $("studio").hidden = true;
   $("sign-in").hidden = false;
@@ -169,6 +173,7 @@ async function start() {
   $("sign-out").addEventListener("click", signOut);
   $("generate").addEventListener("submit", generate);
   painter = new MaskPainter($("edit-canvas"), $("mask-canvas"), $("brush"));
+  jobs = new JobsPanel($("jobs"), $("jobs-list"));
   for (const radio of $("generate").mode) radio.addEventListener("change", () => showMode($("generate")));
   $("edit-image").addEventListener("change", (event) => painter.load(event.target.files[0]));
   $("clear-mask").addEventListener("click", () => painter.clear());
