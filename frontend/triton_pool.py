@@ -23,7 +23,7 @@ import socket
 from collections.abc import Collection, Iterator, Mapping
 
 from frontend.errors import InferenceFailed, InferenceUnavailable
-from frontend.triton import NOT_AVAILABLE, PROBE_TIMEOUT_S, TritonClient
+from frontend.triton import NOT_AVAILABLE, PROBE_TIMEOUT_S, UNREACHABLE, TritonClient
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ DNS_SCHEME = "dns://"
 """An entry `dns://name:port` stands for every address `name` resolves to (a headless Service)."""
 PROBE_SECONDS = 1.0
 """How often each server is asked for its model index, and DNS names resolved again."""
+SLOW_PROBES = 3
+"""Probes in a row a server may answer late (or not within PROBE_TIMEOUT_S) before it is taken out."""
 NO_SERVER = "No inference server can serve the request right now; retry later."
 
 
@@ -73,6 +75,11 @@ class PoolAddress:
         return found
 
 
+def _slow(exc: InferenceUnavailable | TimeoutError) -> bool:
+    """A probe that timed out, rather than one whose connection failed."""
+    return isinstance(exc, TimeoutError) or exc.message != UNREACHABLE
+
+
 class TritonServer:
     """One server of the pool: its client, what it serves, and what runs on it."""
 
@@ -87,6 +94,7 @@ class TritonServer:
         self.requests = 0
         self.errors = 0
         self._failures = 0
+        self._slow_probes = 0
         self._probing = asyncio.Lock()
         """One probe at a time: a probe that began before a load ended must not have the last word."""
 
@@ -104,11 +112,15 @@ class TritonServer:
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 versions = await self.client.ready_versions()
-        except (InferenceUnavailable, TimeoutError):
-            if self.reachable:
+        except (InferenceUnavailable, TimeoutError) as exc:
+            # A refused connection takes the server out at once; a slow answer only after
+            # SLOW_PROBES in a row: a Triton loading models on busy cores answers late but serves.
+            self._slow_probes = self._slow_probes + 1 if _slow(exc) else SLOW_PROBES
+            if self.reachable and self._slow_probes >= SLOW_PROBES:
                 log.warning("Triton %s stopped answering; taken out of the pool", self.url)
-            self.reachable = False
+                self.reachable = False
             return
+        self._slow_probes = 0
         self.versions = versions
         if failures == self._failures and not self.reachable:
             log.info("Triton %s answers; in the pool, serving %s", self.url, self.describe())

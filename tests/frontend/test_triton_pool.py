@@ -1,6 +1,7 @@
 """The Triton pool's addresses and its choice of server, against the session's real Triton: a server
 that does not answer is never picked, an idle pool takes turns, a busy server is passed over, and a
-server a call found unreachable is out until its next probe. (Failover between two real servers:
+server a call found unreachable is out until its next probe, one that answers probes late only after
+several. (Failover between two real servers:
 tests/e2e/test_pool.py.)"""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import asyncio
 import pytest
 
 from frontend.errors import InferenceUnavailable
-from frontend.triton_pool import PoolAddress, TritonPool
-from tests.harness import Server, embedded_triton_secret, embedded_triton_url, free_port
+from frontend.triton_pool import SLOW_PROBES, PoolAddress, TritonPool
+from tests.harness import Server, embedded_triton_secret, embedded_triton_url, free_port, triton_paused
 
 DENOISER = "flux-schnell_transformer"
 
@@ -76,6 +77,29 @@ def test_with_no_server_answering_a_request_is_refused_at_once() -> None:
             await pool.refresh()
             with pytest.raises(InferenceUnavailable):
                 pool.pick([DENOISER], 1)
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_server_that_answers_probes_late_stays_in_until_it_misses_several(server: Server) -> None:
+    """A Triton loading models on busy cores answers its index late yet serves: one slow probe must not
+    take it out (a rollout under load would then find no server); SLOW_PROBES in a row do."""
+
+    async def scenario() -> None:
+        pool = TritonPool(PoolAddress.parse(embedded_triton_url(server)), 10.0, embedded_triton_secret(server))
+        try:
+            await pool.refresh()
+            (member,) = pool.servers.values()
+            with triton_paused(server):  # every probe now times out
+                for _ in range(SLOW_PROBES - 1):
+                    await pool.refresh()
+                    assert member.reachable
+                await pool.refresh()
+                assert not member.reachable
+            await pool.refresh()
+            assert member.reachable
         finally:
             await pool.close()
 
