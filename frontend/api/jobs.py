@@ -42,6 +42,12 @@ def deferred(request: Request, image_request: ImageRequest) -> bool:
         for token in re.split(r"[,;]", header)
     }
     if "respond-async" in preferences or (image_request.model or "").endswith(BATCH_SUFFIX):
+        if image_request.stream:
+            raise InvalidParameter(
+                "A job answers at once and runs later, so it cannot stream: drop `stream`, and follow the "
+                "job at GET /v1/images/jobs/{id}/events.",
+                param="stream",
+            )
         return True
     if image_request.webhook_url is not None:
         raise InvalidParameter(

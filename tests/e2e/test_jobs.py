@@ -93,9 +93,11 @@ def test_an_invalid_request_is_refused_at_once_and_never_queued(server: Server) 
         submit(server, {**REQUEST, "model": "no-such-model"}),
         submit(server, {**REQUEST, "lora_weights": "no-such-adapter"}),
         submit(server, {"model": MODEL}),
+        submit(server, {**REQUEST, "stream": True}),
         submit(server, REQUEST, {"Prefer": "respond-async"}),
     ]
-    assert [r.status_code for r in refusals] == [400, 404, 404, 400, 401]
+    assert [r.status_code for r in refusals] == [400, 404, 404, 400, 400, 401]
+    assert refusals[4].json()["error"]["param"] == "stream"
     assert all("error" in r.json() for r in refusals)
     assert {j["id"] for j in queued_jobs(server)} == before
 
