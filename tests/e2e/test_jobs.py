@@ -194,8 +194,8 @@ def test_the_studio_shows_the_accounts_jobs_live_and_cancels_one(page: Page, ser
 
 def test_the_store_holds_neither_the_prompt_nor_the_image_in_clear(server: Server) -> None:
     prompt = "a secret prompt about a violet giraffe"
-    job_id = submit(server, {**REQUEST, "prompt": prompt}).json()["id"]
-    with triton_paused(server):
+    with triton_paused(server):  # before the submission: the job is held running however fast the machine
+        job_id = submit(server, {**REQUEST, "prompt": prompt}).json()["id"]
         wait_until(lambda: job(server, job_id).json()["status"] == "running", 30, "the job running")
         assert_store_holds_none_of(server, [prompt.encode()])
     done = ended(server, job_id)
