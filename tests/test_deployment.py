@@ -3,7 +3,6 @@ and the model configs it serves, against NVIDIA's Triton image and its native ba
 
 from __future__ import annotations
 
-import ast
 import re
 import tomllib
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from export.tensorrt import PLAN_FILE, PLATFORM, tensorrt_config
 from frontend.embedded_triton import RESTRICTED_APIS
 from frontend.triton import SECRET_HEADER
 from tests.harness import Server, imagegen, serving
+from tests.test_layers import PACKAGES, modules
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(ROOT.glob("model_repository/*/config.pbtxt"))
@@ -244,27 +244,21 @@ def test_every_path_a_dockerfile_copies_or_compose_mounts_exists() -> None:
                 assert (ROOT / source).exists(), f"compose mounts missing {source}"
 
 
-PACKAGES = ("frontend", "export", "families", "backends", "benchmarks")
-
-
-def first_party_imports(package: str) -> set[str]:
-    """The repository's top-level packages that `package`'s modules import."""
-    found = set()
-    for path in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names = [node.module]
-            found |= {name.split(".")[0] for name in names} & set(PACKAGES)
-    return found - {package}
+def first_party_imports(packages: set[str]) -> set[str]:
+    """The repository's top-level packages that the modules of `packages` import when they run."""
+    return {
+        imported.split(".")[0]
+        for name, imported_names in modules()
+        if name.split(".")[0] in packages
+        for imported in imported_names
+    } & set(PACKAGES)
 
 
 @pytest.mark.parametrize("name", ["frontend", "export"])
 def test_an_image_that_installs_a_package_copies_every_package_it_imports(name: str) -> None:
     """`pip install .` in the image installs what was copied: a package left out fails at import."""
     copied = set(re.findall(r"^COPY (\w+) ", dockerfile(services()[name]), re.M))
-    needed = {package for package in copied & set(PACKAGES) for package in first_party_imports(package)}
-    assert needed - {"backends"} <= copied
+    assert first_party_imports(copied) - {"backends"} <= copied
 
 
 def check_for_native_backend(config: pb.ModelConfig) -> None:
