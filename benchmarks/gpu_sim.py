@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from benchmarks.serving import Serving, free_port, running_server
-from export.simulate import SIMULATION_FILE, export_simulated
+from export.simulate import SIMULATION_FILE, Simulation, export_simulated
 from frontend.bench import PROMPT, server_timing
 
 COSTS = Path(__file__).resolve().parent / "h200_costs.json"
@@ -224,7 +224,7 @@ def triton_statistics(triton: str) -> tuple[Executions, TritonTimes]:
 def cost_tables(repository: Path) -> dict[str, list[float]]:
     """Simulated model -> its milliseconds by batch size, as its backend sleeps them."""
     return {
-        path.parent.parent.name: json.loads(path.read_text())["ms_by_batch"]
+        path.parent.parent.name: list(Simulation.read(path).ms_by_batch)
         for path in repository.glob(f"*/*/{SIMULATION_FILE}")
     }
 
@@ -233,7 +233,7 @@ def denoiser(repository: Path, model: str) -> str:
     (found,) = (
         path.parent.parent.name
         for path in repository.glob(f"{model}_*/*/{SIMULATION_FILE}")
-        if json.loads(path.read_text())["role"] == "denoiser"
+        if Simulation.read(path).role == "denoiser"
     )
     return found
 

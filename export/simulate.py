@@ -4,8 +4,9 @@ The repository is what `imagegen export` writes for the real checkpoint, but for
 model names, the same configs (tensor names, dtypes and shapes, dynamic batching, the pipeline's
 metadata), derived the same way (`describe_checkpoint` over the published configs, on torch's meta
 device), and the real tokenizer model with full-size vocabularies. Every other component is served by
-backends/simulated, which sleeps what the cost file says a GPU takes for the batch it was handed and
-returns cheap outputs of the contract's shapes. The unchanged frontend serves it, so `make
+backends/simulated (a native Triton backend, compiled here from its C source into each model's folder:
+it needs a C compiler), which sleeps what the cost file says a GPU takes for the batch it was handed
+and returns cheap outputs of the contract's shapes. The unchanged frontend serves it, so `make
 bench-gpu-sim` measures what the server adds at a GPU's step times and real tensor sizes.
 """
 
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,7 @@ from typing import Any
 import diffusers
 from diffusers import SchedulerMixin
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from tritonclient.grpc import model_config_pb2 as pb
 
 from benchmarks.gpu_reference import CLIP_BIGG, CLIP_L, FLUX_TRANSFORMER, FLUX_VAE, SDXL_UNET, SDXL_VAE, T5_XXL
 from export.checkpoint import describe_checkpoint, export_tokenizers, write_shared_config
@@ -43,9 +48,70 @@ from families.family import VAE_DECODER, VAE_ENCODER, Family
 log = logging.getLogger(__name__)
 
 SIMULATED_BACKEND = "simulated"
-SIMULATION_FILE = "simulation.json"
-"""In each simulated model's version folder, where weights would be: its role, cost and table of
-milliseconds by batch size (what backends/simulated reads)."""
+BACKEND_SOURCE = Path(__file__).resolve().parent.parent / "backends" / SIMULATED_BACKEND / "simulated.c"
+BACKEND_LIBRARY = f"libtriton_{SIMULATED_BACKEND}.so"
+"""In each simulated model's folder, where Triton looks first for the library of the model's backend."""
+SIMULATION_FILE = "simulation.txt"
+"""In each simulated model's version folder, where weights would be (`Simulation`)."""
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """What backends/simulated reads of a model: a `key value...` line each, which C reads without a
+    parser (and `make bench-gpu-sim` prices Triton's executions with `ms_by_batch`)."""
+
+    role: str
+    """The component's role (families/family.py): what its outputs are made of."""
+    cost: str
+    """Its entry in the cost file."""
+    timing: Timing
+    vae_scale_factor: int
+    input: str
+    """The input whose shape its outputs follow (its config's first)."""
+    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    """(name, Triton datatype, per-sample dims with -1 where the input sets them)."""
+    ms_by_batch: tuple[float, ...]
+    """[b - 1]: what a call of b samples takes."""
+
+    def text(self) -> str:
+        lines = [
+            f"role {self.role}",
+            f"cost {self.cost}",
+            f"timing {self.timing}",
+            f"vae_scale_factor {self.vae_scale_factor}",
+            f"input {self.input}",
+            *(f"output {name} {datatype} {' '.join(map(str, dims))}" for name, datatype, dims in self.outputs),
+            f"ms_by_batch {' '.join(map(str, self.ms_by_batch))}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def read(cls, path: Path) -> Simulation:
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        values = {key: rest for key, *rest in lines}
+        outputs = [rest for key, *rest in lines if key == "output"]
+        return cls(
+            role=values["role"][0],
+            cost=values["cost"][0],
+            timing="eager" if values["timing"][0] == "eager" else "graph",
+            vae_scale_factor=int(values["vae_scale_factor"][0]),
+            input=values["input"][0],
+            outputs=tuple((name, datatype, tuple(map(int, dims))) for name, datatype, *dims in outputs),
+            ms_by_batch=tuple(map(float, values["ms_by_batch"])),
+        )
+
+
+def build_backend(target: Path) -> None:
+    """backends/simulated compiled to `target` ($CC or cc)."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        raise RuntimeError(
+            f"the simulated GPU is a native Triton backend: compiling {BACKEND_SOURCE} needs a C compiler (cc or $CC)"
+        )
+    command = [compiler, "-O2", "-std=c11", "-Wall", "-shared", "-fPIC", "-o", str(target), str(BACKEND_SOURCE), "-lm"]
+    built = subprocess.run(command, capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{built.stderr}")
 
 
 @dataclass(frozen=True)
@@ -155,7 +221,8 @@ def export_simulated(
     published = PUBLISHED[preset]()
     costs = load_costs(costs_file, timing)
     with tempfile.TemporaryDirectory() as temporary:
-        checkpoint = Path(temporary)
+        checkpoint, library = Path(temporary) / "checkpoint", Path(temporary) / BACKEND_LIBRARY
+        build_backend(library)
         published.write(checkpoint)
         described = describe_checkpoint(checkpoint, lora_rank)
         roles = {component.name: component.role for component in described.family.components}
@@ -168,14 +235,20 @@ def export_simulated(
             parameters = pipeline_parameters(described.metadata) if is_denoiser else None
             config = onnx_model_config(name, component, parameters, backend=SIMULATED_BACKEND)
             folder = write_shared_config(repository, config, version)
-            simulation = {
-                "role": roles[component.name],
-                "cost": cost_name,
-                "timing": timing,
-                "ms_by_batch": costs[cost_name].ms_by_batch(component.max_batch_size),
-                "vae_scale_factor": described.metadata["vae_scale_factor"],
-            }
+            simulation = Simulation(
+                role=roles[component.name],
+                cost=cost_name,
+                timing=timing,
+                vae_scale_factor=int(described.metadata["vae_scale_factor"]),
+                input=config.input[0].name,
+                outputs=tuple(
+                    (output.name, pb.DataType.Name(output.data_type).removeprefix("TYPE_"), tuple(output.dims))
+                    for output in config.output
+                ),
+                ms_by_batch=tuple(costs[cost_name].ms_by_batch(component.max_batch_size)),
+            )
             (folder / str(version)).mkdir(exist_ok=True)
-            (folder / str(version) / SIMULATION_FILE).write_text(json.dumps(simulation, indent=2))
+            (folder / str(version) / SIMULATION_FILE).write_text(simulation.text())
+            shutil.copy2(library, folder / BACKEND_LIBRARY)
         export_tokenizers(described, checkpoint, name, repository, version)
     log.info("wrote the simulated %s (%s figures of %s) to %s as %s", preset, timing, costs_file, repository, name)

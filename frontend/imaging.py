@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +27,10 @@ DEFAULT_QUALITY = 90
 MASK_FORMATS = ("PNG",)
 """A mask's alpha channel marks where to edit: OpenAI takes PNG masks alone."""
 FORMAT_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_UP = 2
+"""The PNG filter each row is written with: its difference from the row above (PNG spec, 9.2)."""
+PNG_ZLIB_LEVEL = 1
 MAX_INPUT_PIXELS = 4096 * 4096
 """An input image may not decode to more pixels than this; a small file that claims more (a
 decompression bomb) is refused before its pixels are decoded."""
@@ -32,13 +38,38 @@ decompression bomb) is refused before its pixels are decoded."""
 
 def encode_image_base64(pixels: npt.NDArray[np.uint8], output_format: str, quality: int | None) -> str:
     """PNG is lossless (quality does not apply); JPEG and WebP default to quality 90."""
+    if output_format == "png":
+        return base64.b64encode(png_bytes(pixels)).decode("ascii")
     buffer = io.BytesIO()
     image = Image.fromarray(pixels, mode="RGB")
-    if output_format == "png":
-        image.save(buffer, format="PNG")
-    else:
-        image.save(buffer, format=PIL_FORMATS[output_format], quality=quality or DEFAULT_QUALITY)
+    image.save(buffer, format=PIL_FORMATS[output_format], quality=quality or DEFAULT_QUALITY)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def png_bytes(pixels: npt.NDArray[np.uint8]) -> bytes:
+    """(H, W, 3) uint8 as an 8-bit RGB PNG: every row Up-filtered in one numpy subtraction, then zlib at
+    level 1. Pillow tries every filter on every row and compresses at level 6: at 1024x1024 it took
+    152 ms for a photo-like image and 18 ms for a smooth one, this 53 and 5, for a file 9% larger
+    and 2% smaller (the encode is on every request's path, after the GPU's work)."""
+    height, width, _ = pixels.shape
+    rows = pixels.reshape(height, width * 3)
+    filtered = np.empty((height, width * 3 + 1), np.uint8)
+    filtered[:, 0] = PNG_UP
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as the filter is defined
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, truecolour, no interlace
+    return b"".join(
+        (
+            PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), PNG_ZLIB_LEVEL)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def open_input_image(data: str | bytes, param: str) -> Image.Image:

@@ -120,9 +120,9 @@ def test_every_cost_has_its_source() -> None:
 
 @pytest.fixture(scope="module")
 def simulated_triton(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTriton]:
-    """Triton serving three of flux-schnell's simulated models."""
+    """Triton serving four of flux-schnell's simulated models."""
     folder = tmp_path_factory.mktemp("simulated-triton") / "model_repository"
-    for component in ("text_encoder_2", "transformer", "vae_decoder"):
+    for component in ("text_encoder_2", "transformer", "vae_decoder", "vae_encoder"):
         shutil.copytree(repository / f"flux-schnell_{component}", folder / f"flux-schnell_{component}")
     server = EmbeddedTriton(folder, tmp_path_factory.mktemp("simulated-triton-state"), 0, None)
     server.start()
@@ -159,11 +159,10 @@ def test_a_simulated_step_takes_the_cost_files_time(simulated_triton: EmbeddedTr
         "timestep": np.ones((1, 1), np.float32),
         "img_ids": np.zeros((1, 4096, 3), np.float32),
     }
-    infer(simulated_triton, "flux-schnell_transformer", step)  # the first call sets up the stub's buffers
+    infer(simulated_triton, "flux-schnell_transformer", step)  # warm: the first call also opens the connection
     seconds, outputs = infer(simulated_triton, "flux-schnell_transformer", step)
     assert figure_ms / 1000 <= seconds < 5 * figure_ms / 1000
-    assert outputs["noise_pred"].shape == (1, 4096, 64)
-    assert np.isfinite(outputs["noise_pred"]).all()
+    assert np.array_equal(outputs["noise_pred"], latents / 2)  # a prediction that keeps the latents finite
 
 
 def test_simulated_encoder_and_decoder_answer_in_the_contracts_shapes(simulated_triton: EmbeddedTriton) -> None:
@@ -173,6 +172,13 @@ def test_simulated_encoder_and_decoder_answer_in_the_contracts_shapes(simulated_
     _, decoded = infer(simulated_triton, "flux-schnell_vae_decoder", {"latent": latent})
     assert decoded["image"].shape == (1, 1024, 1024, 3)
     assert decoded["image"].dtype == np.uint8
+    cell = np.clip(128 + 64 * latent[0, :3, 5, 7], 0, 255).astype(np.uint8)  # a latent cell: 8x8 pixels
+    assert (decoded["image"][0, 40:48, 56:64] == cell).all()
+    image = np.linspace(0, 1, 2 * 3 * 64 * 32, dtype=np.float32).reshape(2, 3, 64, 32)
+    _, posterior = infer(simulated_triton, "flux-schnell_vae_encoder", {"image": image})
+    assert posterior["latent_mean"].shape == posterior["latent_std"].shape == (2, 16, 8, 4)
+    assert np.array_equal(posterior["latent_mean"][:, 4], image[:, 1, ::8, ::8] * 2 - 1)  # channel 4: image's 1
+    assert (posterior["latent_std"] == np.float32(0.01)).all()
 
 
 def test_bench_gpu_sim_prints_its_figures_last(tmp_path: Path) -> None:
