@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import logging
 import signal
 import sys
@@ -21,6 +22,12 @@ from frontend.settings import Settings
 from frontend.store import Store, connect
 
 log = logging.getLogger("imagegen")
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+"""mallopt(3)'s parameters."""
+HEAP_ALLOCATIONS_UP_TO = 32 * 1024 * 1024
+"""glibc's largest mmap threshold on 64 bits."""
+FREED_MEMORY_KEPT = 512 * 1024 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,6 +204,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def keep_freed_memory() -> None:
+    """Every request allocates and frees tensors of megabytes (FLUX.1's 4 MB T5 states, their copies,
+    a 3 MB image): glibc maps each one afresh and unmaps it when freed, so its pages fault in again
+    every time (a FLUX.1 request's prompt stage took 32 ms instead of 14 on this project's machine).
+    From the heap, and the heap kept when they are freed, the next request reuses the pages."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: its allocator is its own
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, HEAP_ALLOCATIONS_UP_TO)
+    libc.mallopt(M_TRIM_THRESHOLD, FREED_MEMORY_KEPT)
+
+
 def serve_command(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -204,6 +224,7 @@ def serve_command(args: argparse.Namespace) -> None:
     from frontend.embedded_triton import EmbeddedTriton, trace_args
     from frontend.triton_pool import PoolAddress
 
+    keep_freed_memory()
     settings = Settings.from_env()
     overrides = {
         "host": args.host,

@@ -11,19 +11,21 @@ import contextlib
 import copy
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
+import numpy as np
 import numpy.typing as npt
-from tritonclient.http import InferInput, InferRequestedOutput
+from tritonclient.http import InferInput, InferRequestedOutput, InferResult
 from tritonclient.http.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from frontend.errors import InferenceFailed, InferenceUnavailable
 from frontend.request_context import current_request_id
-from frontend.shared_memory import NoRoom, Region
+from frontend.shared_memory import NoRoom, Region, RegionPool, Space, layout_size
 
 if TYPE_CHECKING:  # the ledger's clock, which the client only runs: the client stays below the ledger
     from frontend.accounting import InferenceClock
@@ -45,8 +47,19 @@ NOT_AVAILABLE = "The model is not available on the inference server right now; r
 FAILED = "The inference server failed to process the request."
 UNLISTED = "The inference server did not list its models; retry later."
 """What clients are told instead of Triton's own words (those go to the log)."""
+EXCHANGED_INPUT, EXCHANGED_OUTPUT = "input:", "output:"
+"""How a call's tensors are named in its region: an input and an output may share a name."""
+LEARNED_CALLS = 256
+"""Calls whose outputs' shapes a client remembers (`SharedMemory.learned`): a model, its version,
+its inputs' shapes; a few per model and size served."""
+UNKNOWN_REGION = "Unable to find shared memory region"
+ALREADY_REGISTERED = "already in manager"
+"""What Triton answers about a region it has not registered (it restarted since), and about one it has."""
 UNREGISTER_RETRY_S = 0.05
 """How soon to ask again for a region Triton still reads (a step of a request whose client left)."""
+
+Signature = tuple[str, str, tuple[tuple[str, tuple[int, ...], str], ...], tuple[str, ...]]
+"""A call as far as its outputs' shapes go: model, version, inputs (name, shape, dtype), outputs."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,7 @@ class ConstantInputs:
     with each call."""
 
     tensors: tuple[InferInput, ...]
-    region: str | None = None
+    region: Region | None = None
     """The shared-memory region they lie in; None: sent over HTTP."""
 
 
@@ -67,9 +80,20 @@ class SharedMemory:
     enabled: bool
     """Told that Triton shares this host's /dev/shm, and Triton has not refused a region."""
     regions: set[Region] = field(default_factory=set)
-    """Those of requests under way."""
+    """Every region this client holds: in use by a call or a request, or idle in `pool`."""
+    pool: RegionPool = field(default_factory=RegionPool)
+    learned: OrderedDict[Signature, dict[str, Space]] = field(default_factory=OrderedDict)
+    """The outputs' shapes of calls made over HTTP: a call of the same signature gets them in shared memory."""
     releasing: set[asyncio.Task[None]] = field(default_factory=set)
     """Unregistrations Triton has not answered yet."""
+    epoch: int = 0
+    """Counts the times Triton was found gone or restarted: a region registered before the last one
+    is no use to it, and is released when its use ends rather than pooled."""
+
+    def forget_registrations(self) -> list[Region]:
+        """Triton lost every region (it is gone, or restarted): the pool's, for the caller to release."""
+        self.epoch += 1
+        return self.pool.clear()
 
 
 class TritonClient:
@@ -81,7 +105,8 @@ class TritonClient:
     again without a new client.
 
     `shared_memory`: Triton runs on this host and maps its /dev/shm (the embedded one), so a request's
-    constant inputs go to it once, in a region of system shared memory (`constant_inputs`).
+    constant inputs go to it once (`constant_inputs`), and a call's inputs and outputs go through
+    regions too (frontend/shared_memory.py), the HTTP body carrying their names alone.
     """
 
     def __init__(self, url: str, timeout: float = 60.0, secret: str | None = None, shared_memory: bool = False) -> None:
@@ -115,34 +140,159 @@ class TritonClient:
     @contextlib.asynccontextmanager
     async def constant_inputs(self, inputs: Mapping[str, npt.NDArray[Any]]) -> AsyncIterator[ConstantInputs]:
         """`inputs` prepared once for every `infer` of the block that names them: written to a region
-        of system shared memory and registered with Triton where this client may (see the class), else
-        serialised once to be sent with each call. The region is released when the block ends, however
-        it ends: done, failed, or cancelled (a client that left)."""
-        if not self._shared_memory.enabled:
+        of system shared memory Triton has mapped where this client may (see the class), else
+        serialised once to be sent with each call. The region goes back to the pool when the block
+        ends done, and is released when it ends otherwise (a call may still read it)."""
+        region = await self._region(inputs)
+        if region is None:
             yield ConstantInputs(tuple(_tensor(name, array) for name, array in inputs.items()))
             return
+        done = False
         try:
-            region = Region(inputs)
-        except NoRoom as exc:
-            log.warning("constant inputs sent over HTTP: %s", exc)
-            yield ConstantInputs(tuple(_tensor(name, array) for name, array in inputs.items()))
-            return
-        self._shared_memory.regions.add(region)
-        try:
-            if await self._register(region):
-                placed = []
-                for name, place in region.placements.items():
-                    tensor = InferInput(name, list(place.shape), place.datatype)
-                    placed.append(tensor.set_shared_memory(region.name, place.byte_size, place.offset))
-                yield ConstantInputs(tuple(placed), region.name)
-            else:
-                yield ConstantInputs(tuple(_tensor(name, array) for name, array in inputs.items()))
+            yield ConstantInputs(tuple(_placed(region, name) for name in inputs), region)
+            done = True
         finally:
+            self._finished(region, done)
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        outputs: Sequence[str],
+        clock: InferenceClock,
+        constants: ConstantInputs | None = None,
+    ) -> dict[str, npt.NDArray[Any]]:
+        """`outputs` of one call of `model`, with `inputs` and the `constants` prepared for the request.
+        Where this client uses shared memory and a call of these shapes was made before, the inputs
+        and outputs go through a region; where Triton no longer knows a region (it restarted), the
+        call is made once more over HTTP."""
+        signature = _signature(model, self.model_version, inputs, outputs)
+        spaces = self._shared_memory.learned.get(signature) if self._shared_memory.enabled else None
+        region = (
+            None if spaces is None else await self._region(_exchanged(inputs), _exchanged(spaces, EXCHANGED_OUTPUT))
+        )
+        if region is not None:
+            self._shared_memory.learned.move_to_end(signature)
+            done = False
+            try:
+                request = [_placed(region, EXCHANGED_INPUT + name, name) for name in inputs]
+                wanted = [_placed_output(region, name) for name in outputs]
+                await self._infer(model, request, wanted, clock, constants)
+                arrays = {name: region.read(EXCHANGED_OUTPUT + name) for name in outputs}
+                done = True
+                return arrays
+            except InferenceUnavailable as exc:
+                if not isinstance(exc, UnknownRegion):
+                    raise
+                self._shared_memory.learned.pop(signature, None)
+                await self._restarted(constants)
+            finally:
+                self._finished(region, done)
+        request = [_tensor(name, array) for name, array in inputs.items()]
+        wanted = [InferRequestedOutput(name, binary_data=True) for name in outputs]
+        try:
+            result = await self._infer(model, request, wanted, clock, constants)
+        except UnknownRegion:
+            await self._restarted(constants)
+            result = await self._infer(model, request, wanted, clock, constants)
+        arrays = {name: result.as_numpy(name) for name in outputs}
+        if self._shared_memory.enabled and all(
+            array.dtype != np.object_ for array in [*inputs.values(), *arrays.values()]
+        ):
+            self._learn(
+                signature, {name: (array.shape, np_to_triton_dtype(array.dtype)) for name, array in arrays.items()}
+            )
+        return arrays
+
+    async def _infer(
+        self,
+        model: str,
+        request: list[InferInput],
+        wanted: list[InferRequestedOutput],
+        clock: InferenceClock,
+        constants: ConstantInputs | None,
+    ) -> InferResult:
+        try:
+            with clock.waiting():
+                return await self._call(
+                    self._client.infer(
+                        model,
+                        request + list(constants.tensors if constants is not None else ()),
+                        model_version=self.model_version,
+                        outputs=wanted,
+                        # The API request's id: Triton's trace records it, so one generation's calls are found.
+                        request_id=current_request_id(),
+                        # A copy: tritonclient writes the body's JSON length into the dict it is given, and
+                        # a call whose body is JSON alone (every tensor in shared memory) must not inherit it.
+                        headers=dict(self._headers),
+                    )
+                )
+        except InferenceServerException as exc:
+            raise _as_api_error(model, exc) from None
+        except InferenceUnavailable:
+            # Gone (killed, restarting): it took its regions with it.
+            for region in self._shared_memory.forget_registrations():
+                self._release(region)
+            raise
+
+    def _learn(self, signature: Signature, spaces: dict[str, Space]) -> None:
+        learned = self._shared_memory.learned
+        learned[signature] = spaces
+        while len(learned) > LEARNED_CALLS:
+            learned.popitem(last=False)
+
+    async def _restarted(self, constants: ConstantInputs | None) -> None:
+        """Triton forgot every region (it restarted while they idled): the pool's are dropped, and the
+        request's conditioning registered again for the call to be made once more."""
+        for region in self._shared_memory.forget_registrations():
             self._release(region)
+        if constants is not None and constants.region is not None and not await self._register(constants.region):
+            raise InferenceUnavailable(NOT_AVAILABLE)
+
+    async def _region(
+        self, arrays: Mapping[str, npt.NDArray[Any]], spaces: Mapping[str, Space] | None = None
+    ) -> Region | None:
+        """A registered region holding `arrays` and room for `spaces`: an idle one of the pool, else a
+        new one; None where this client does not use shared memory, /dev/shm has no room, or Triton
+        refuses it."""
+        if not self._shared_memory.enabled:
+            return None
+        size = layout_size(arrays, spaces)
+        region = self._shared_memory.pool.take(size)
+        if region is None:
+            try:
+                region = Region(size)
+            except NoRoom as exc:
+                log.warning("tensors sent over HTTP: %s", exc)
+                return None
+            self._shared_memory.regions.add(region)
+            registered = False
+            try:
+                registered = await self._register(region)
+            finally:
+                if not registered:
+                    self._release(region)
+            if not registered:
+                return None
+        try:
+            region.lay_out(arrays, spaces)
+        except BaseException:
+            self._finished(region, done=False)
+            raise
+        return region
+
+    def _finished(self, region: Region, done: bool) -> None:
+        """`region` back to the pool after a use that ended `done`; released after one that did not
+        (a call of it may still be running in Triton, and write into it), or if Triton has lost it."""
+        if not done or region.epoch != self._shared_memory.epoch:
+            self._release(region)
+            return
+        for evicted in self._shared_memory.pool.give(region):
+            self._release(evicted)
 
     async def _register(self, region: Region) -> bool:
         """Whether Triton mapped `region`; one that refuses (it cannot open this host's /dev/shm, or
-        refuses the secret) gets every request's constant inputs over HTTP from then on."""
+        refuses the secret) gets every tensor over HTTP from then on."""
         try:
             await self._call(
                 self._client.register_system_shared_memory(
@@ -150,10 +300,14 @@ class TritonClient:
                 )
             )
         except InferenceServerException as exc:
+            if ALREADY_REGISTERED in (exc.message() or ""):  # registered again after a restart, by another call
+                region.epoch = self._shared_memory.epoch
+                return True
             _logged(f"shared memory region {region.name}", exc)
-            log.warning("Triton at %s refused a shared memory region: constant inputs go over HTTP", self.url)
+            log.warning("Triton at %s refused a shared memory region: tensors go over HTTP", self.url)
             self._shared_memory.enabled = False
             return False
+        region.epoch = self._shared_memory.epoch
         return True
 
     def _release(self, region: Region) -> None:
@@ -180,36 +334,6 @@ class TritonClient:
                     _logged(f"unregistering shared memory region {name}", exc)
                     return
             await asyncio.sleep(UNREGISTER_RETRY_S)
-
-    async def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, npt.NDArray[Any]],
-        outputs: Sequence[str],
-        clock: InferenceClock,
-        constants: ConstantInputs | None = None,
-    ) -> dict[str, npt.NDArray[Any]]:
-        """`outputs` of one call of `model`, with `inputs` and the `constants` prepared for the request."""
-        request = [_tensor(name, array) for name, array in inputs.items()]
-        if constants is not None:
-            request += constants.tensors
-        wanted = [InferRequestedOutput(name, binary_data=True) for name in outputs]
-        try:
-            with clock.waiting():
-                result = await self._call(
-                    self._client.infer(
-                        model,
-                        request,
-                        model_version=self.model_version,
-                        outputs=wanted,
-                        # The API request's id: Triton's trace records it, so one generation's calls are found.
-                        request_id=current_request_id(),
-                        headers=self._headers,
-                    )
-                )
-        except InferenceServerException as exc:
-            raise _as_api_error(model, exc) from None
-        return {name: result.as_numpy(name) for name in outputs}
 
     async def model_ready(self, model: str) -> bool:
         return bool(await self._call(self._client.is_model_ready(model, headers=self._headers), PROBE_TIMEOUT_S))
@@ -276,10 +400,37 @@ class TritonClient:
             raise InferenceUnavailable(UNREACHABLE) from None
 
 
+class UnknownRegion(InferenceUnavailable):
+    """Triton no longer knows a region a call named: it restarted since the region was registered."""
+
+
 def _tensor(name: str, array: npt.NDArray[Any]) -> InferInput:
     """`array` as a binary input of the request body."""
     tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
     return tensor.set_data_from_numpy(array, binary_data=True)
+
+
+def _placed(region: Region, place: str, name: str | None = None) -> InferInput:
+    """Input `name` (by default `place`), read from its `place` in `region`."""
+    placement = region.placements[place]
+    tensor = InferInput(name or place, list(placement.shape), placement.datatype)
+    return tensor.set_shared_memory(region.name, placement.byte_size, placement.offset)
+
+
+def _placed_output(region: Region, name: str) -> InferRequestedOutput:
+    """Output `name`, written by Triton to its place in `region`."""
+    placement = region.placements[EXCHANGED_OUTPUT + name]
+    wanted = InferRequestedOutput(name, binary_data=True)
+    wanted.set_shared_memory(region.name, placement.byte_size, placement.offset)
+    return wanted
+
+
+def _exchanged(tensors: Mapping[str, T], prefix: str = EXCHANGED_INPUT) -> dict[str, T]:
+    return {prefix + name: value for name, value in tensors.items()}
+
+
+def _signature(model: str, version: str, inputs: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str]) -> Signature:
+    return model, version, tuple((name, array.shape, array.dtype.str) for name, array in inputs.items()), tuple(outputs)
 
 
 def _logged(subject: str, exc: InferenceServerException) -> str:
@@ -296,6 +447,8 @@ def _unlisted(exc: InferenceServerException) -> InferenceUnavailable:
 
 def _as_api_error(model: str, exc: InferenceServerException) -> InferenceFailed | InferenceUnavailable:
     message = _logged(model, exc)
+    if UNKNOWN_REGION in message:
+        return UnknownRegion(NOT_AVAILABLE)
     # A shared memory region it no longer knows: a Triton restarted under the request.
     if "unknown model" in message.lower() or "is not ready" in message or "shared memory region" in message:
         return InferenceUnavailable(NOT_AVAILABLE)

@@ -51,6 +51,8 @@ class PromptEmbeddings:
 
     def repeat(self, n: int) -> PromptEmbeddings:
         """Each row `n` times in a row: one per image of the request."""
+        if n == 1:
+            return self
         return PromptEmbeddings(np.repeat(self.prompt_embeds, n, axis=0), np.repeat(self.pooled, n, axis=0))
 
     def with_zeros_unconditional(self) -> PromptEmbeddings:

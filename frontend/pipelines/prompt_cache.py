@@ -63,10 +63,12 @@ class PromptCache:
             tensors, truncated = await encoder(missing)
             flags = np.asarray(truncated).reshape(len(missing), -1).any(axis=1)
             for index, prompt in enumerate(missing):
-                entry = _Entry(tuple(t[index : index + 1].copy() for t in tensors), bool(flags[index]))
+                entry = _Entry(tuple(_read_only(t[index : index + 1].copy()) for t in tensors), bool(flags[index]))
                 found[prompt] = entry
                 self._put((caller, model, version, prompt), entry)
         entries = [found[prompt] for prompt in prompts]
+        if len(entries) == 1:  # the entry's own rows: read-only, so no caller can change the cache's
+            return entries[0].rows, entries[0].truncated
         rows = tuple(np.concatenate(parts) for parts in zip(*(entry.rows for entry in entries), strict=True))
         return rows, any(entry.truncated for entry in entries)
 
@@ -84,3 +86,8 @@ class PromptCache:
         while self._bytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)
             self._bytes -= evicted.nbytes
+
+
+def _read_only(array: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    array.flags.writeable = False
+    return array

@@ -1,6 +1,6 @@
-"""Constant denoiser inputs through system shared memory (frontend/shared_memory.py): the same images
-as over HTTP, byte for byte, a region of its own for each request under way, and none left once a
-request ends, however it ends.
+"""Tensors through system shared memory (frontend/shared_memory.py): the same images as over HTTP,
+byte for byte; regions of its own for each request under way, reused by the next requests once it is
+done, released if it ends otherwise; Triton's registrations always the frontend's live regions.
 
 The session server's frontend uses shared memory (its Triton is embedded); this module's own frontend
 sends everything over HTTP to that same Triton, so the two differ in the transport alone. Triton
@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from frontend.shared_memory import IDLE_REGIONS
 from frontend.triton import SECRET_HEADER
 from tests.e2e.images import AUTH, TOLERANCE, decode
 from tests.harness import (
@@ -44,6 +45,11 @@ def http_frontend(server: Server, model_repository: Path, tmp_path_factory: pyte
     }
     with serving(model_repository, tmp_path_factory.mktemp("http-frontend"), settings=settings) as running:
         yield running
+
+
+def regions_are_registered(server: Server) -> bool:
+    """Whether Triton maps exactly the regions the frontend holds (in use, or idle in its pool)."""
+    return {region.name for region in shared_memory_regions(server)} == set(registered(server))
 
 
 def registered(server: Server) -> list[str]:
@@ -85,7 +91,9 @@ def test_shared_memory_gives_the_same_pngs_as_http(server: Server, http_frontend
     assert pngs(server, body) == pngs(http_frontend, body)
 
 
-def test_concurrent_requests_each_have_a_region_and_leave_none(server: Server, http_frontend: Server) -> None:
+def test_concurrent_requests_each_have_regions_then_leave_them_to_the_next(
+    server: Server, http_frontend: Server
+) -> None:
     # Two of each model: as many as one key runs at once (IMAGEGEN_RUNNING_PER_KEY).
     bodies = [
         {"model": model, "prompt": prompt, "size": "256x256", "steps": 40, "seed": 7}
@@ -96,27 +104,50 @@ def test_concurrent_requests_each_have_a_region_and_leave_none(server: Server, h
     with ThreadPoolExecutor(len(bodies)) as pool:
         futures = [pool.submit(pngs, server, body, i) for body, i in zip(bodies, ids, strict=True)]
         with paused_mid_flight(server, ids, every=True):
-            assert len(shared_memory_regions(server)) == len(bodies)
+            # Each its conditioning's, and the step in Triton's (from a pool that may hold idle ones).
+            assert len(shared_memory_regions(server)) >= len(bodies)
         served = [future.result() for future in futures]
     # Batched with its model's other request in Triton, each read its own prompt: each image is that
     # request's alone.
     for images, body in zip(served, bodies, strict=True):
         assert int(np.abs(pixels(images[0]) - pixels(pngs(http_frontend, body)[0])).max()) <= TOLERANCE
-    assert not shared_memory_regions(server)
-    wait_until(lambda: not registered(server), 30, "Triton unregistered every region")
+    idle = {region.name for region in shared_memory_regions(server)}
+    assert 0 < len(idle) <= IDLE_REGIONS
+    assert regions_are_registered(server)
+    # The next requests reuse them: no region is made, none registered again.
+    for body in bodies:
+        pngs(server, body)
+    assert {region.name for region in shared_memory_regions(server)} == idle
 
 
-def test_a_cancelled_request_leaves_no_region(server: Server) -> None:
+def test_a_cancelled_request_releases_its_regions(server: Server) -> None:
     # Seconds of denoising, so that the wait below sees it mid-way on any machine.
     body = {"model": "flux-schnell", "prompt": "a slow tide", "size": "512x512", "n": 2, "steps": 100}
     client = sent_generation(server, body, "shared-memory-cancelled")
     try:
         with paused_mid_flight(server, ["shared-memory-cancelled"]):
-            assert len(shared_memory_regions(server)) == 1
+            held = set(shared_memory_regions(server))
             client.close()
-            # Gone from /dev/shm at once, while Triton (paused) still maps it for the step it holds.
-            wait_until(lambda: not shared_memory_regions(server), 30, "the region unlinked")
+            # Its regions are gone from /dev/shm at once, while Triton (paused) still maps them for the
+            # step it holds; the pool's idle ones stay.
+            wait_until(lambda: len(shared_memory_regions(server)) < len(held), 30, "its regions unlinked")
+            left = set(shared_memory_regions(server))
+            assert left < held
     finally:
         client.close()
-    # Triton lets go of it once that step ends: the frontend asks until it has.
-    wait_until(lambda: not registered(server), 30, "Triton unregistered the region")
+    # Triton lets go of them once that step ends: the frontend asks until it has.
+    wait_until(lambda: regions_are_registered(server), 30, "Triton unregistered its regions")
+    assert set(shared_memory_regions(server)) == left
+
+
+def test_regions_idle_through_a_triton_restart_are_replaced(server: Server) -> None:
+    """A Triton that restarted while the pool's regions idled knows none of them: the next request's
+    first call that names one is made again over HTTP and the pool refilled, nothing failed."""
+    body = {"model": "sdxl", "prompt": "a quiet bay", "size": "256x256", "steps": 3, "seed": 4}
+    before = pngs(server, body)
+    assert shared_memory_regions(server)
+    url = f"http://{embedded_triton_url(server)}/v2/systemsharedmemory"
+    headers = {SECRET_HEADER: embedded_triton_secret(server)}
+    httpx.post(f"{url}/unregister", headers=headers, timeout=10).raise_for_status()  # what a restart forgets
+    assert pngs(server, body) == before
+    assert regions_are_registered(server)

@@ -82,8 +82,11 @@ def test_rows_keep_the_prompts_order_and_the_least_recently_used_go_first() -> N
         (rows,), truncated = await cache.encode(TENANT, "m", "1", ["bb!", "ccc", "a"], encoder)
         assert rows[:, 0].tolist() == [3, 3, 1] and truncated
         assert calls == [["a", "bb!"], ["ccc"]]
-        await cache.encode(TENANT, "m", "1", ["bb!"], encoder)  # evicted by "ccc": "a" was used last
+        (rows,), _ = await cache.encode(TENANT, "m", "1", ["bb!"], encoder)  # evicted by "ccc": "a" was used last
         assert calls[-1] == ["bb!"]
+        # One prompt's rows are the cache's own, unconcatenated: no caller can write into them.
+        with pytest.raises(ValueError, match="read-only"):
+            rows += 1
 
     asyncio.run(scenario())
 
