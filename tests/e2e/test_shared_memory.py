@@ -113,6 +113,8 @@ def test_concurrent_requests_each_have_regions_then_leave_them_to_the_next(
         assert int(np.abs(pixels(images[0]) - pixels(pngs(http_frontend, body)[0])).max()) <= TOLERANCE
     idle = {region.name for region in shared_memory_regions(server)}
     assert 0 < len(idle) <= IDLE_REGIONS
+    # Idle, they hold the last requests' tensors: the serving account's alone (SECURITY.md).
+    assert {region.stat().st_mode & 0o777 for region in shared_memory_regions(server)} == {0o600}
     assert regions_are_registered(server)
     # The next requests reuse them: no region is made, none registered again.
     for body in bodies:
