@@ -181,9 +181,7 @@ class TritonClient:
                 arrays = {name: region.read(EXCHANGED_OUTPUT + name) for name in outputs}
                 done = True
                 return arrays
-            except InferenceUnavailable as exc:
-                if not isinstance(exc, UnknownRegion):
-                    raise
+            except UnknownRegion:
                 self._shared_memory.learned.pop(signature, None)
                 await self._restarted(constants)
             finally:
@@ -194,7 +192,10 @@ class TritonClient:
             result = await self._infer(model, request, wanted, clock, constants)
         except UnknownRegion:
             await self._restarted(constants)
-            result = await self._infer(model, request, wanted, clock, constants)
+            try:
+                result = await self._infer(model, request, wanted, clock, constants)
+            except UnknownRegion:
+                raise InferenceUnavailable(NOT_AVAILABLE) from None
         arrays = {name: result.as_numpy(name) for name in outputs}
         if self._shared_memory.enabled and all(
             array.dtype != np.object_ for array in [*inputs.values(), *arrays.values()]
@@ -228,6 +229,9 @@ class TritonClient:
                     )
                 )
         except InferenceServerException as exc:
+            if UNKNOWN_REGION in (exc.message() or ""):
+                _logged(model, exc)
+                raise UnknownRegion from None
             raise _as_api_error(model, exc) from None
         except InferenceUnavailable:
             # Gone (killed, restarting): it took its regions with it.
@@ -400,8 +404,9 @@ class TritonClient:
             raise InferenceUnavailable(UNREACHABLE) from None
 
 
-class UnknownRegion(InferenceUnavailable):
-    """Triton no longer knows a region a call named: it restarted since the region was registered."""
+class UnknownRegion(Exception):
+    """Triton no longer knows a region a call named: it restarted since the region was registered.
+    Never an answer: the call is made again (`TritonClient.infer`)."""
 
 
 def _tensor(name: str, array: npt.NDArray[Any]) -> InferInput:
@@ -447,8 +452,6 @@ def _unlisted(exc: InferenceServerException) -> InferenceUnavailable:
 
 def _as_api_error(model: str, exc: InferenceServerException) -> InferenceFailed | InferenceUnavailable:
     message = _logged(model, exc)
-    if UNKNOWN_REGION in message:
-        return UnknownRegion(NOT_AVAILABLE)
     # A shared memory region it no longer knows: a Triton restarted under the request.
     if "unknown model" in message.lower() or "is not ready" in message or "shared memory region" in message:
         return InferenceUnavailable(NOT_AVAILABLE)
