@@ -252,6 +252,13 @@ def generate_in_studio(studio: Page) -> None:
     expect(studio.locator("#result figure").get_by_role("img")).to_be_visible()
 
 
+def sign_out(page: Page) -> None:
+    """Signed out once the sign-in form is back: sign-out ends the session, then deletes the history,
+    and a page navigated away before that (sign_in's goto) would stop it half-way."""
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("Username")).to_be_visible()
+
+
 def test_the_studio_keeps_history_per_account_and_forgets_it_at_sign_out(
     page: Page,
     server: Server,
@@ -271,10 +278,10 @@ def test_the_studio_keeps_history_per_account_and_forgets_it_at_sign_out(
     page.reload()
     sign_in(page, server, ben)
     expect(history).to_have_count(0)
-    page.get_by_role("button", name="Sign out").click()
+    sign_out(page)
     sign_in(page, server, ann)
     expect(history).to_have_count(1)  # kept for her in this browser
-    page.get_by_role("button", name="Sign out").click()
+    sign_out(page)
     sign_in(page, server, ann)
     expect(history).to_have_count(0)  # signing out forgot it
     assert refused == [], "the Content-Security-Policy refused something the Studio needs"
