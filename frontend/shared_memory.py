@@ -69,6 +69,10 @@ class Placement:
     """Triton's name of the dtype (`FP32`)."""
 
 
+Layout = tuple[dict[str, Placement], int]
+"""Where each tensor lies in a region, and the bytes they take in all."""
+
+
 class Region:
     """One region of this process: tensors laid out back to back, for one use at a time (`lay_out`).
 
@@ -90,22 +94,14 @@ class Region:
         self._destroyed = False
         self._handle = shm.create_shared_memory_region(self.name, self.name, self.byte_size, create_only=True)
 
-    def lay_out(self, arrays: Mapping[str, npt.NDArray[Any]], spaces: Mapping[str, Space] | None = None) -> None:
-        """Places for `arrays`, written now, and for `spaces` (outputs Triton will write), from the start."""
-        self.placements = {}
-        offset = 0
-        wanted = {name: (array.shape, np_to_triton_dtype(array.dtype)) for name, array in arrays.items()}
-        for tensor, (shape, datatype) in (wanted | dict(spaces or {})).items():
-            byte_size = _nbytes(shape, datatype)
-            self.placements[tensor] = Placement(offset, byte_size, tuple(shape), datatype)
-            offset += -(-byte_size // ALIGNMENT) * ALIGNMENT
-        if offset > self.byte_size:
-            raise ValueError(f"{offset} bytes of tensors in a region of {self.byte_size}")
+    def lay_out(self, layout: Layout, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Its tensors placed as `layout` says (`lay_out_tensors`), and `arrays` written in their places."""
+        placements, byte_size = layout
+        if byte_size > self.byte_size:
+            raise ValueError(f"{byte_size} bytes of tensors in a region of {self.byte_size}")
+        self.placements = placements
         for tensor, array in arrays.items():
-            self.write(tensor, array)
-
-    def write(self, tensor: str, array: npt.NDArray[Any]) -> None:
-        shm.set_shared_memory_region(self._handle, [np.ascontiguousarray(array)], self.placements[tensor].offset)
+            shm.set_shared_memory_region(self._handle, [np.ascontiguousarray(array)], placements[tensor].offset)
 
     def read(self, tensor: str) -> npt.NDArray[Any]:
         """A copy of what Triton wrote in place of `tensor`: the region's next use writes over it."""
@@ -126,11 +122,17 @@ class Region:
             shm.destroy_shared_memory_region(self._handle)
 
 
-def layout_size(arrays: Mapping[str, npt.NDArray[Any]], spaces: Mapping[str, Space] | None = None) -> int:
-    """The bytes `Region.lay_out` takes for them."""
-    sizes = [array.nbytes for array in arrays.values()]
-    sizes += [_nbytes(shape, datatype) for shape, datatype in (spaces or {}).values()]
-    return sum(-(-size // ALIGNMENT) * ALIGNMENT for size in sizes)
+def lay_out_tensors(arrays: Mapping[str, npt.NDArray[Any]], spaces: Mapping[str, Space] | None = None) -> Layout:
+    """`arrays` (inputs) and `spaces` (outputs Triton writes) back to back from a region's start, and the
+    bytes they take."""
+    placements = {}
+    offset = 0
+    wanted = {name: (array.shape, np_to_triton_dtype(array.dtype)) for name, array in arrays.items()}
+    for tensor, (shape, datatype) in (wanted | dict(spaces or {})).items():
+        byte_size = math.prod(shape) * np.dtype(triton_to_np_dtype(datatype)).itemsize
+        placements[tensor] = Placement(offset, byte_size, tuple(shape), datatype)
+        offset += -(-byte_size // ALIGNMENT) * ALIGNMENT
+    return placements, offset
 
 
 class RegionPool:
@@ -162,7 +164,3 @@ class RegionPool:
         """Every idle region, for the caller to release: a Triton that restarted no longer knows them."""
         idle, self._idle = self._idle, []
         return idle
-
-
-def _nbytes(shape: tuple[int, ...], datatype: str) -> int:
-    return math.prod(shape) * np.dtype(triton_to_np_dtype(datatype)).itemsize

@@ -25,7 +25,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from frontend.errors import InferenceFailed, InferenceUnavailable
 from frontend.request_context import current_request_id
-from frontend.shared_memory import NoRoom, Region, RegionPool, Space, layout_size
+from frontend.shared_memory import NoRoom, Region, RegionPool, Space, lay_out_tensors
 
 if TYPE_CHECKING:  # the ledger's clock, which the client only runs: the client stays below the ledger
     from frontend.accounting import InferenceClock
@@ -261,11 +261,11 @@ class TritonClient:
         refuses it."""
         if not self._shared_memory.enabled:
             return None
-        size = layout_size(arrays, spaces)
-        region = self._shared_memory.pool.take(size)
+        layout = lay_out_tensors(arrays, spaces)
+        region = self._shared_memory.pool.take(layout[1])
         if region is None:
             try:
-                region = Region(size)
+                region = Region(layout[1])
             except NoRoom as exc:
                 log.warning("tensors sent over HTTP: %s", exc)
                 return None
@@ -279,7 +279,7 @@ class TritonClient:
             if not registered:
                 return None
         try:
-            region.lay_out(arrays, spaces)
+            region.lay_out(layout, arrays)
         except BaseException:
             self._finished(region, done=False)
             raise
