@@ -28,6 +28,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 HEAP_ALLOCATIONS_UP_TO = 32 * 1024 * 1024
 """glibc's largest mmap threshold on 64 bits."""
 FREED_MEMORY_KEPT = 512 * 1024 * 1024
+"""Free memory at the heap's top that glibc keeps rather than returns: a few requests' tensors."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
