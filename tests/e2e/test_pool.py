@@ -118,12 +118,16 @@ def admin(frontend: Server, *args: str) -> str:
 
 
 def followed_route(frontend: Server) -> dict[str, Any]:
-    response = httpx.get(f"{frontend.base_url}/admin/status", headers=AUTH, timeout=60)
-    assert response.status_code == 200, response.text
-    route: dict[str, Any] = next(f for f in response.json()["frontends"] if f["address"].endswith(f":{frontend.port}"))[
-        "serving"
-    ][MODEL]
-    return route
+    """The route `frontend` follows, from its heartbeat: asked until it is listed (a frontend whose
+    heartbeat is late, e.g. on a loaded machine, is left out of the status for a while)."""
+
+    def route() -> dict[str, Any]:
+        response = httpx.get(f"{frontend.base_url}/admin/status", headers=AUTH, timeout=60)
+        assert response.status_code == 200, response.text
+        ours = [f for f in response.json()["frontends"] if f["address"].endswith(f":{frontend.port}")]
+        return ours[0]["serving"][MODEL] if ours else {}
+
+    return wait_until(route, 60, "the frontend listed in the status by its heartbeat")
 
 
 def serving(frontend: Server) -> int:
