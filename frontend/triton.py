@@ -234,9 +234,7 @@ class TritonClient:
                 raise UnknownRegion from None
             raise _as_api_error(model, exc) from None
         except InferenceUnavailable:
-            # Gone (killed, restarting): it took its regions with it.
-            for region in self._shared_memory.forget_registrations():
-                self._release(region)
+            self._forget_registrations()  # gone (killed, restarting): it took its regions with it
             raise
 
     def _learn(self, signature: Signature, spaces: dict[str, Space]) -> None:
@@ -248,10 +246,14 @@ class TritonClient:
     async def _restarted(self, constants: ConstantInputs | None) -> None:
         """Triton forgot every region (it restarted while they idled): the pool's are dropped, and the
         request's conditioning registered again for the call to be made once more."""
-        for region in self._shared_memory.forget_registrations():
-            self._release(region)
+        self._forget_registrations()
         if constants is not None and constants.region is not None and not await self._register(constants.region):
             raise InferenceUnavailable(NOT_AVAILABLE)
+
+    def _forget_registrations(self) -> None:
+        """Triton lost every region: the pool's are released, and those in use when their use ends."""
+        for region in self._shared_memory.forget_registrations():
+            self._release(region)
 
     async def _region(
         self, arrays: Mapping[str, npt.NDArray[Any]], spaces: Mapping[str, Space] | None = None
