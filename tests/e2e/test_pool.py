@@ -143,6 +143,14 @@ def loaded_versions(triton: EmbeddedTriton) -> set[int]:
     return {int(e["version"]) for e in index if e["name"] == f"{MODEL}_transformer" and e["state"] == "READY"}
 
 
+def holds_v2_alone(status: str, tritons: list[EmbeddedTriton]) -> bool:
+    """Whether `imagegen status` lists every server as serving the denoiser's v2 and no other version."""
+    return all(
+        re.search(rf"^{re.escape(triton.url)}\s+serving\s+\d+\s+{MODEL}_transformer\s+v2$", status, re.M)
+        for triton in tritons
+    )
+
+
 def per_server(frontends: list[Server], metric: str) -> dict[str, float]:
     """`imagegen_triton_server_<metric>` per server, summed over the frontends' `/metrics`."""
     found: dict[str, float] = {}
@@ -181,9 +189,8 @@ def test_a_rollout_moves_every_server_and_fails_no_request(
     assert load.statuses() == {200}
     assert load.versions() == {"1", "2"}
     assert [loaded_versions(triton) for triton in tritons] == [{2}, {2}]
-    status = admin(frontends[1], "status")
-    for triton in tritons:
-        assert re.search(rf"^{re.escape(triton.url)}\s+serving\s+\d+\s+{MODEL}_transformer\s+v2$", status, re.M), status
+    # The other frontend sees the servers by its probe (each PROBE_SECONDS): v1's unloading reaches it a probe later.
+    wait_until(lambda: holds_v2_alone(admin(frontends[1], "status"), tritons), 60, "the status listing v2 alone")
 
     admin(frontends[1], "rollback", MODEL)
     assert [loaded_versions(triton) for triton in tritons] == [{1}, {1}]
