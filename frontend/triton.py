@@ -306,13 +306,12 @@ class TritonClient:
                 )
             )
         except InferenceServerException as exc:
-            if ALREADY_REGISTERED in (exc.message() or ""):  # registered again after a restart, by another call
-                region.epoch = self._shared_memory.epoch
-                return True
-            _logged(f"shared memory region {region.name}", exc)
-            log.warning("Triton at %s refused a shared memory region: tensors go over HTTP", self.url)
-            self._shared_memory.enabled = False
-            return False
+            # "Already in manager": registered again after a restart, by another call.
+            if ALREADY_REGISTERED not in (exc.message() or ""):
+                _logged(f"shared memory region {region.name}", exc)
+                log.warning("Triton at %s refused a shared memory region: tensors go over HTTP", self.url)
+                self._shared_memory.enabled = False
+                return False
         region.epoch = self._shared_memory.epoch
         return True
 
