@@ -27,6 +27,9 @@ TINY_MODELS = ("flux-schnell", "flux-dev", "sdxl", "flux-kontext")
 STARTUP_TIMEOUT = 180.0
 STOP_TIMEOUT = 60.0
 """The frontend's shutdown grace (30 s) and Triton's stop (15 s at most), with room to spare."""
+TRITON_RUNS_S = 0.005
+"""How long `paused_mid_flight` lets Triton run between two reads: a generation advances a few of its
+denoising steps at most (each a round trip to Triton) of the tens the tests' generations run."""
 
 T = TypeVar("T")
 
@@ -159,17 +162,22 @@ def paused_mid_flight(
 ) -> Iterator[dict[str, str | None]]:
     """Wait until one of the generations sent with these `X-Progress-Id`s (`every`: each of them) has
     run a step and has more to run, and hold them all there: Triton paused for the block, as
-    `triton_paused`. Yields each one's stage then (None: not admitted yet)."""
+    `triton_paused`. Yields each one's stage then (None: not admitted yet).
+
+    Their stages are read with Triton paused, and it runs only for `TRITON_RUNS_S` between two reads:
+    a generation moves a few steps between reads however slow the reads are (its frontend busy), so
+    one with tens of steps to run is not missed, nor several at once."""
     ids = list(progress_ids)
     seen = all if every else any
+    deadline = time.monotonic() + 60
     while True:
-        wait_until(lambda: seen(_mid_denoising(progress(server, i)) for i in ids), 60, "a generation's first step")
         with triton_paused(server):
             states = {i: progress(server, i) for i in ids}
             if seen(_mid_denoising(state) for state in states.values()):
                 yield {i: None if state is None else state["stage"] for i, state in states.items()}
                 return
-        # It finished between the two reads (a fast machine): wait for the next one.
+        assert time.monotonic() < deadline, f"a generation's first step: not seen within 60 s ({states})"
+        time.sleep(TRITON_RUNS_S)
 
 
 def _mid_denoising(state: dict[str, Any] | None) -> bool:

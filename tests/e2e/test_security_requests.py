@@ -99,7 +99,9 @@ def test_the_event_loop_stays_free_while_a_hostile_prompt_is_checked(guarded_ser
             started = time.perf_counter()
             assert client.get(f"{guarded_server.root}/healthz").status_code == 200
             latencies.append(time.perf_counter() - started)
-    assert max(latencies) < 0.1, f"/healthz waited {max(latencies):.3f} s"
+    # A second, not the milliseconds /healthz takes: the bound tells a loop held for the old check's
+    # 2.75 s from a free one, not a fast machine from a loaded one.
+    assert max(latencies) < 1.0, f"/healthz waited {max(latencies):.3f} s"
     # It grows past what the policy reads under NFKC: refused, not checked for a quadratic time.
     assert error_of(answer.result()) == (400, "VALIDATION_4004", "prompt")
 

@@ -222,12 +222,13 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(server: Serve
             connection.shutdown(socket.SHUT_RDWR)
             connection.close()
             disconnected = time.monotonic()
+            # Freed with Triton still paused: by the disconnect, not by the work's end (it cannot
+            # end) nor by the deadline (300 s). How soon is printed, not bounded: that is the machine's.
             wait_until(lambda: load(server, MODEL) == {"running": 0, "queued": 0}, 30, "the slot freed")
             freed_after = time.monotonic() - disconnected
     ran = progress(server, "disconnected-stream")
     assert ran is not None and ran["stage"] == "failed"
     print(f"slot free {freed_after * 1000:.0f} ms after the client left mid-stream, at step {ran['step']} of 100")
-    assert freed_after < 1.0
     # Its remaining steps never ran: those it had run and at most the one in Triton when it stopped.
     assert denoised_samples(server, denoiser) - samples <= ran["step"] + 1 < 100
     assert operator_errors(server) - errors == Counter({"CLIENT_4990": 1})
