@@ -148,9 +148,15 @@ def triton_paused(server: Server) -> Iterator[int]:
     """The server's Triton frozen (SIGSTOP) for the block: every call to it waits, so a generation in
     flight stays where it is however fast the machine is. Resumed when the block ends."""
     pid = embedded_triton_pid(server)
+    with _stopped(pid):
+        yield pid
+
+
+@contextlib.contextmanager
+def _stopped(pid: int) -> Iterator[None]:
     os.kill(pid, signal.SIGSTOP)
     try:
-        yield pid
+        yield
     finally:
         with contextlib.suppress(ProcessLookupError):  # the test killed it
             os.kill(pid, signal.SIGCONT)
@@ -169,9 +175,10 @@ def paused_mid_flight(
     one with tens of steps to run is not missed, nor several at once."""
     ids = list(progress_ids)
     seen = all if every else any
+    pid = embedded_triton_pid(server)  # once: looking it up among the processes takes a while
     deadline = time.monotonic() + 60
     while True:
-        with triton_paused(server):
+        with _stopped(pid):
             states = {i: progress(server, i) for i in ids}
             if seen(_mid_denoising(state) for state in states.values()):
                 yield {i: None if state is None else state["stage"] for i, state in states.items()}
